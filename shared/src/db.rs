@@ -1,0 +1,301 @@
+//! Storage on two real dialects with native drivers: SQLite (embedded default,
+//! WAL, one writer connection so writes never fight over the lock) and
+//! PostgreSQL. Queries whose SQL is the same in both dialects are written once
+//! and compiled for each driver by [`on_dialect!`](crate::on_dialect).
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Transaction, Type,
+    encode::IsNull,
+    error::BoxDynError,
+    migrate::{MigrateError, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+
+/// Runs the same code against whichever dialect `$target` holds.
+///
+/// `$target` is a [`Dialect`] of two values (pools, transactions, ...);
+/// `$body` is compiled once per driver with `$c` bound to that driver's value.
+#[macro_export]
+macro_rules! on_dialect {
+    ($target:expr, $c:ident => $body:expr) => {
+        match $target {
+            $crate::db::Dialect::Sqlite($c) => $body,
+            $crate::db::Dialect::Postgres($c) => $body,
+        }
+    };
+}
+
+/// One value per dialect: a pool, a transaction, a migrator.
+#[derive(Debug)]
+pub enum Dialect<S, P> {
+    Sqlite(S),
+    Postgres(P),
+}
+
+/// A write transaction on either dialect.
+pub type Tx = Dialect<Transaction<'static, Sqlite>, Transaction<'static, Postgres>>;
+
+/// The migrations of one service, one folder per dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+/// Pool limits, from configuration.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it answers UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The database of one service.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`), creating a
+    /// SQLite file and its folder when missing.
+    pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(Error::internal)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(pool.max_connections)
+                .acquire_timeout(pool.acquire_timeout)
+                .connect_with(options)
+                .await?;
+            return Ok(Db::Postgres(pool));
+        }
+        if !url.starts_with("sqlite:") {
+            return Err(Error::internal(format!(
+                "unsupported database URL scheme (expected sqlite:// or postgres://): {}",
+                url.split(':').next().unwrap_or_default()
+            )));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(Error::internal)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(pool.acquire_timeout)
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_dir(dir)?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Db::Sqlite { writer, reader })
+    }
+
+    /// Pools for reads outside a transaction.
+    pub fn reader(&self) -> Dialect<&SqlitePool, &PgPool> {
+        match self {
+            Db::Sqlite { reader, .. } => Dialect::Sqlite(reader),
+            Db::Postgres(pool) => Dialect::Postgres(pool),
+        }
+    }
+
+    /// Pools for single-statement writes outside a transaction.
+    pub fn writer(&self) -> Dialect<&SqlitePool, &PgPool> {
+        match self {
+            Db::Sqlite { writer, .. } => Dialect::Sqlite(writer),
+            Db::Postgres(pool) => Dialect::Postgres(pool),
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite { writer, .. } => Dialect::Sqlite(writer.begin().await?),
+            Db::Postgres(pool) => Dialect::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Applies the service's migrations. Refuses a database that has a
+    /// migration this build does not know: it was written by a newer version.
+    pub async fn migrate(&self, migrations: Migrations) -> Result<()> {
+        let outcome = match self {
+            Db::Sqlite { writer, .. } => migrations.sqlite.run(writer).await,
+            Db::Postgres(pool) => migrations.postgres.run(pool).await,
+        };
+        outcome.map_err(|e| match e {
+            MigrateError::VersionMissing(v) => Error::internal(format!(
+                "the database schema is newer than this build: migration {v} is applied but unknown here"
+            )),
+            other => Error::internal(other),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Answers whether the database takes a query now.
+    pub async fn ping(&self) -> Result<()> {
+        on_dialect!(self.reader(), p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A random secret that every replica of a service shares, created on
+    /// first use (page-token MAC keys, for example).
+    pub async fn secret(&self, name: &str, now: Timestamp) -> Result<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(Error::internal)?;
+        let sql_insert = "INSERT INTO service_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+                          ON CONFLICT (name) DO NOTHING";
+        let sql_select = "SELECT value FROM service_secrets WHERE name = $1";
+        let value: Vec<u8> = on_dialect!(self.writer(), p => {
+            sqlx::query(sql_insert).bind(name).bind(&fresh[..]).bind(now).execute(p).await?;
+            sqlx::query_scalar(sql_select).bind(name).fetch_one(p).await?
+        });
+        Ok(value)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        on_dialect!(self, t => t.commit().await)?;
+        Ok(())
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// A point in time with microsecond precision (what PostgreSQL keeps), so a
+/// value reads back exactly as written and hashes the same afterwards.
+/// PostgreSQL stores it as TIMESTAMPTZ, SQLite as INTEGER microseconds (which,
+/// unlike text, orders correctly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn from_unix_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    pub fn unix_micros(self) -> i64 {
+        self.0
+    }
+
+    pub fn unix_seconds(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    pub fn add(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    }
+
+    /// How long from `self` until `later`; zero when `later` is not later.
+    pub fn until(self, later: Timestamp) -> Duration {
+        Duration::from_micros(u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0))
+    }
+
+    pub fn to_offset_date_time(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    pub fn to_proto(self) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: self.0.div_euclid(1_000_000),
+            nanos: i32::try_from(self.0.rem_euclid(1_000_000) * 1_000).unwrap_or(0),
+        }
+    }
+
+    pub fn from_proto(ts: &prost_types::Timestamp) -> Self {
+        Self(
+            ts.seconds
+                .saturating_mul(1_000_000)
+                .saturating_add(i64::from(ts.nanos) / 1_000),
+        )
+    }
+}
+
+impl From<OffsetDateTime> for Timestamp {
+    fn from(t: OffsetDateTime) -> Self {
+        Self(i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX))
+    }
+}
+
+impl Type<Sqlite> for Timestamp {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for Timestamp {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Timestamp {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self(<i64 as Decode<Sqlite>>::decode(value)?))
+    }
+}
+
+impl Type<Postgres> for Timestamp {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <OffsetDateTime as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Timestamp {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <OffsetDateTime as Encode<Postgres>>::encode(self.to_offset_date_time(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Timestamp {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self::from(<OffsetDateTime as Decode<Postgres>>::decode(value)?))
+    }
+}

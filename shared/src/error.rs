@@ -1,0 +1,188 @@
+//! The one domain error of both services and its one mapping to the wire.
+//!
+//! Handlers return [`Error`] with `?`; `From<Error> for tonic::Status` is the
+//! only place a status is built. Every status carries a `google.rpc.ErrorInfo`
+//! (UPPER_SNAKE_CASE reason, domain `docverify`) and a `RequestInfo` with the
+//! request id. Internal causes go to the log, never to the client.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::identity::current_request_id;
+
+/// The `google.rpc.ErrorInfo` domain of every docverify error.
+pub const ERROR_DOMAIN: &str = "docverify";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// UNAUTHENTICATED: no, bad or expired credentials.
+    #[error("{message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// PERMISSION_DENIED: authenticated, but not allowed.
+    #[error("{message}")]
+    PermissionDenied {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// NOT_FOUND: missing, or not visible to this caller.
+    #[error("{resource} not found")]
+    NotFound { resource: &'static str },
+    /// ALREADY_EXISTS.
+    #[error("{message}")]
+    AlreadyExists {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// FAILED_PRECONDITION: the state does not allow this change.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// INVALID_ARGUMENT with one `BadRequest` field violation per bad field.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// RESOURCE_EXHAUSTED, with `RetryInfo` when waiting helps.
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: &'static str,
+        retry_after: Option<Duration>,
+    },
+    /// UNAVAILABLE: a dependency (database, auth-service) cannot be reached.
+    #[error("service unavailable")]
+    Unavailable(#[source] BoxError),
+    /// INTERNAL: a bug. The client sees "internal error" and the request id.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    pub fn unavailable(cause: impl Into<BoxError>) -> Self {
+        Self::Unavailable(cause.into())
+    }
+
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn not_found(resource: &'static str) -> Self {
+        Self::NotFound { resource }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The `ErrorInfo` reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated { reason, .. }
+            | Self::PermissionDenied { reason, .. }
+            | Self::AlreadyExists { reason, .. }
+            | Self::FailedPrecondition { reason, .. }
+            | Self::ResourceExhausted { reason, .. } => reason,
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        let request_id = current_request_id().unwrap_or_default();
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            error.reason(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        details.set_request_info(request_id.clone(), "");
+        let message = match &error {
+            Error::Internal(cause) => {
+                tracing::error!(error = %cause, cause = ?cause, "internal error");
+                format!("internal error (request id {request_id})")
+            }
+            Error::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "dependency unavailable");
+                "service unavailable, retry later".to_owned()
+            }
+            Error::InvalidArgument(violations) => {
+                details.set_bad_request(violations.clone());
+                error.to_string()
+            }
+            Error::ResourceExhausted {
+                retry_after: Some(after),
+                ..
+            } => {
+                details.set_retry_info(Some(*after));
+                error.to_string()
+            }
+            _ => error.to_string(),
+        };
+        tonic::Status::with_error_details(error.code(), message, details)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// Lost connections and exhausted pools are UNAVAILABLE (retrying helps);
+    /// anything else from the database is a bug.
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Error::unavailable(e),
+            sqlx::Error::Database(db) if is_unavailable(db.as_ref()) => Error::unavailable(e),
+            _ => Error::internal(e),
+        }
+    }
+}
+
+/// PostgreSQL class 08 (connection), 53 (resources) and 57P0x (shutdown);
+/// SQLite BUSY, LOCKED, IOERR and CANTOPEN (extended codes keep the primary
+/// code in the low byte).
+fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else { return false };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return code
+            .parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 14));
+    }
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+}

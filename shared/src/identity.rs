@@ -1,0 +1,101 @@
+//! Who is calling, as the layer established it. Handlers read it through
+//! [`current_user`] and never look at tokens or role names themselves.
+
+use std::net::SocketAddr;
+
+use uuid::Uuid;
+
+use crate::{
+    error::{Error, Result},
+    policy::{Permission, Permissions, Role},
+};
+
+/// An authenticated caller, put into the request extensions by the layer.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: Uuid,
+    pub email: String,
+    pub roles: Vec<Role>,
+    permissions: Permissions,
+}
+
+impl Identity {
+    pub fn new(user_id: Uuid, email: String, roles: Vec<Role>) -> Self {
+        let permissions = Permissions::of_roles(&roles);
+        Self {
+            user_id,
+            email,
+            roles,
+            permissions,
+        }
+    }
+
+    pub fn permissions(&self) -> Permissions {
+        self.permissions
+    }
+
+    pub fn can(&self, permission: Permission) -> bool {
+        self.permissions.contains(permission)
+    }
+
+    /// The ownership check: may this caller act on something owned by
+    /// `owner`, given the permission for their own things and the one for
+    /// anybody's? Refusals are NOT_FOUND so that existence is not revealed.
+    pub fn ensure_owner_or(
+        &self,
+        owner: Uuid,
+        own: Permission,
+        any: Permission,
+        resource: &'static str,
+    ) -> Result<()> {
+        if self.can(any) || (owner == self.user_id && self.can(own)) {
+            Ok(())
+        } else {
+            Err(Error::not_found(resource))
+        }
+    }
+}
+
+/// The request's id and peer, for logs and audit rows.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client_addr: Option<SocketAddr>,
+}
+
+impl RequestContext {
+    pub fn client_addr_string(&self) -> String {
+        self.client_addr.map(|a| a.ip().to_string()).unwrap_or_default()
+    }
+}
+
+tokio::task_local! {
+    /// The id of the RPC being served, so that an error built anywhere below
+    /// the layer names it.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// The authenticated caller: the counterpart of FastAPI's
+/// `current_user: CurrentUser`. Fails closed when the layer put none there.
+pub fn current_user<T>(request: &tonic::Request<T>) -> Result<&Identity> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .ok_or(Error::Unauthenticated {
+            reason: "UNAUTHENTICATED",
+            message: "authentication required",
+        })
+}
+
+/// The request id and peer of this request.
+pub fn request_context<T>(request: &tonic::Request<T>) -> RequestContext {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .unwrap_or_default()
+}

@@ -1,0 +1,20 @@
+//! What both docverify services share: the gRPC contract, the policy table,
+//! the identity layer, the one error mapping, the audit trail and the storage
+//! helpers. See `shared/DESIGN.md` for the invariants these modules keep.
+
+pub mod audit;
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod layer;
+pub mod page;
+pub mod policy;
+pub mod proto;
+pub mod server;
+pub mod telemetry;
+pub mod token;
+pub mod validate;
+pub mod verifier;
+
+pub use error::{Error, Result};

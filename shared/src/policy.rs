@@ -1,0 +1,210 @@
+//! The policy table: the only place that names roles, permissions and what
+//! each RPC requires.
+//!
+//! Deny by default: a method path that is not in [`METHODS`] is refused by the
+//! layer, so a new RPC is unreachable until someone decides who may call it.
+//! Roles are additive: a user holding several roles has the union of their
+//! permissions.
+
+use std::{collections::HashMap, fmt, str::FromStr, sync::LazyLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    User,
+    Verifier,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::User, Role::Verifier, Role::Auditor, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Verifier => "verifier",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role every new account gets.
+    pub const DEFAULT: Role = Role::User;
+
+    /// The role whose last holder cannot give it up.
+    pub const ADMIN: Role = Role::Admin;
+
+    pub fn permissions(self) -> Permissions {
+        use Permission::*;
+        match self {
+            Role::User => Permissions::of(&[DocumentsCreate, DocumentsReadOwn, DocumentsDeleteOwn]),
+            Role::Verifier => Role::User.permissions().union(Permissions::of(&[
+                DocumentsReadAny,
+                DocumentsReview,
+            ])),
+            Role::Auditor => Permissions::of(&[DocumentsReadOwn, DocumentsReadAny, UsersRead, AuditRead]),
+            Role::Admin => Permissions::of(&Permission::ALL),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or(UnknownRole)
+    }
+}
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("unknown role")]
+pub struct UnknownRole;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    DocumentsCreate,
+    DocumentsReadOwn,
+    DocumentsReadAny,
+    DocumentsReview,
+    DocumentsDeleteOwn,
+    DocumentsDeleteAny,
+    UsersRead,
+    UsersManage,
+    AuditRead,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 9] = [
+        Permission::DocumentsCreate,
+        Permission::DocumentsReadOwn,
+        Permission::DocumentsReadAny,
+        Permission::DocumentsReview,
+        Permission::DocumentsDeleteOwn,
+        Permission::DocumentsDeleteAny,
+        Permission::UsersRead,
+        Permission::UsersManage,
+        Permission::AuditRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::DocumentsCreate => "documents:create",
+            Permission::DocumentsReadOwn => "documents:read_own",
+            Permission::DocumentsReadAny => "documents:read_any",
+            Permission::DocumentsReview => "documents:review",
+            Permission::DocumentsDeleteOwn => "documents:delete_own",
+            Permission::DocumentsDeleteAny => "documents:delete_any",
+            Permission::UsersRead => "users:read",
+            Permission::UsersManage => "users:manage",
+            Permission::AuditRead => "audit:read",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of permissions (a bit set: checking one is a single AND).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permissions(u16);
+
+impl Permissions {
+    pub fn of(list: &[Permission]) -> Self {
+        Self(list.iter().fold(0, |acc, p| acc | p.bit()))
+    }
+
+    pub fn of_roles(roles: &[Role]) -> Self {
+        roles
+            .iter()
+            .fold(Self::default(), |acc, r| acc.union(r.permissions()))
+    }
+
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    pub fn contains(self, p: Permission) -> bool {
+        self.0 & p.bit() != 0
+    }
+}
+
+/// What calling one RPC requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No access token: the credential, if any, is in the message.
+    Public,
+    /// Any valid access token.
+    Authenticated,
+    /// An access token whose roles grant at least one of these permissions;
+    /// the handler narrows further (own versus any).
+    AnyOf(&'static [Permission]),
+}
+
+use Permission::*;
+
+const AUTH: &str = "/docverify.auth.v1.AuthService/";
+const USERS: &str = "/docverify.auth.v1.UserService/";
+const DOCUMENTS: &str = "/docverify.document.v1.DocumentService/";
+const AUDIT: &str = "/docverify.audit.v1.AuditService/";
+
+/// Every RPC of both services, by service prefix and method name.
+pub const METHODS: &[(&str, &str, Access)] = &[
+    (AUTH, "Register", Access::Public),
+    (AUTH, "Login", Access::Public),
+    (AUTH, "RefreshToken", Access::Public),
+    (AUTH, "Logout", Access::Public),
+    (AUTH, "ValidateToken", Access::Public),
+    (AUTH, "ListSigningKeys", Access::Public),
+    (AUTH, "GetCurrentUser", Access::Authenticated),
+    (AUTH, "ChangePassword", Access::Authenticated),
+    (USERS, "ListUsers", Access::AnyOf(&[UsersRead])),
+    (USERS, "GetUser", Access::AnyOf(&[UsersRead])),
+    (USERS, "SetUserRoles", Access::AnyOf(&[UsersManage])),
+    (USERS, "DisableUser", Access::AnyOf(&[UsersManage])),
+    (USERS, "EnableUser", Access::AnyOf(&[UsersManage])),
+    (USERS, "UnlockUser", Access::AnyOf(&[UsersManage])),
+    (DOCUMENTS, "UploadDocument", Access::AnyOf(&[DocumentsCreate])),
+    (DOCUMENTS, "GetDocument", Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny])),
+    (DOCUMENTS, "DownloadDocument", Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny])),
+    (DOCUMENTS, "ListDocuments", Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny])),
+    (DOCUMENTS, "VerifyDocument", Access::AnyOf(&[DocumentsReview])),
+    (DOCUMENTS, "RejectDocument", Access::AnyOf(&[DocumentsReview])),
+    (DOCUMENTS, "DeleteDocument", Access::AnyOf(&[DocumentsDeleteOwn, DocumentsDeleteAny])),
+    (AUDIT, "ListAuditEvents", Access::AnyOf(&[AuditRead])),
+    (AUDIT, "VerifyAuditChain", Access::AnyOf(&[AuditRead])),
+    ("/grpc.health.v1.Health/", "Check", Access::Public),
+    ("/grpc.health.v1.Health/", "Watch", Access::Public),
+    ("/grpc.reflection.v1.ServerReflection/", "ServerReflectionInfo", Access::Public),
+    ("/grpc.reflection.v1alpha.ServerReflection/", "ServerReflectionInfo", Access::Public),
+];
+
+static BY_PATH: LazyLock<HashMap<String, Access>> = LazyLock::new(|| {
+    METHODS
+        .iter()
+        .map(|(service, method, access)| (format!("{service}{method}"), *access))
+        .collect()
+});
+
+/// What the method at `path` (`/package.Service/Method`) requires; `None`
+/// means it is not in the table and must be refused.
+pub fn access(path: &str) -> Option<Access> {
+    BY_PATH.get(path).copied()
+}
+
+impl Access {
+    pub fn allows(self, granted: Permissions) -> bool {
+        match self {
+            Access::Public | Access::Authenticated => true,
+            Access::AnyOf(needed) => needed.iter().any(|p| granted.contains(*p)),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Pieces both servers are built from: reflection, health, and a shutdown
+//! that drains in-flight RPCs for a bounded time (tonic alone waits forever).
+
+use std::{future::Future, time::Duration};
+
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+/// Reflection v1 (buf curl, grpcui) and v1alpha (grpcurl, Python), over the
+/// docverify descriptors plus `google.rpc` error details (so grpcurl prints
+/// them decoded).
+pub fn reflection() -> Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(Error::internal)?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(Error::internal)?;
+    Ok((v1, v1alpha))
+}
+
+/// Splits a shutdown signal into the future tonic waits on (stop accepting,
+/// drain) and a deadline that fires `drain` after the signal. Serve with
+/// `tokio::select!` over both, so a stuck client cannot hold the process.
+pub fn graceful(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> (impl Future<Output = ()> + Send, impl Future<Output = ()> + Send) {
+    let (tx, mut rx) = watch::channel(false);
+    let signal = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let deadline = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+        tokio::time::sleep(drain).await;
+        tracing::warn!(?drain, "drain timeout reached; closing remaining connections");
+    };
+    (signal, deadline)
+}
