@@ -1,1 +1,57 @@
-fn main() {}
+//! The whole docverify stack in one process, for local use: auth-service on
+//! :50051 and document-service on :50052, both on embedded SQLite files under
+//! `./data`. Production runs each service's own binary.
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "docverify", version, about = "docverify: auth-service and document-service in one process")]
+struct Cli {
+    #[command(flatten)]
+    auth: auth_service::Config,
+    #[command(flatten)]
+    document: document_service::Config,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shared::telemetry::init();
+    let mut cli = Cli::parse();
+    cli.auth.generate_local_admin = true;
+    shared::server::exit(run(cli).await)
+}
+
+async fn run(cli: Cli) -> shared::Result<()> {
+    let bind = |addr, name: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| shared::Error::internal(format!("{name} {addr}: {e}")))
+    };
+    let auth_listener = bind(cli.auth.listen_addr, "AUTH_LISTEN_ADDR").await?;
+    let document_listener = bind(cli.document.listen_addr, "DOCUMENT_LISTEN_ADDR").await?;
+    // One signal stops both.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shared::server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::try_join!(
+        auth_service::serve(cli.auth, auth_listener, until_stopped(stopped.clone())),
+        document_service::serve(cli.document, document_listener, until_stopped(stopped)),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Both services' settings live side by side here: no name may clash.
+    #[test]
+    fn settings_of_both_services_fit_in_one_command_line() {
+        super::Cli::command().debug_assert();
+    }
+}

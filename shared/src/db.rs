@@ -6,7 +6,7 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Transaction, Type,
+    Decode, Encode, PgPool, pool::PoolConnection, Postgres, Sqlite, SqlitePool, Transaction, Type,
     encode::IsNull,
     error::BoxDynError,
     migrate::{MigrateError, Migrator},
@@ -40,6 +40,22 @@ pub enum Dialect<S, P> {
 
 /// A write transaction on either dialect.
 pub type Tx = Dialect<Transaction<'static, Sqlite>, Transaction<'static, Postgres>>;
+
+/// A connection borrowed from a transaction or a pool: what store functions
+/// take, so one function serves both reads and writes.
+pub type Conn<'a> = Dialect<&'a mut sqlx::SqliteConnection, &'a mut sqlx::PgConnection>;
+
+/// A connection checked out of a pool.
+pub type Pooled = Dialect<PoolConnection<Sqlite>, PoolConnection<Postgres>>;
+
+impl Pooled {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Dialect::Sqlite(c) => Dialect::Sqlite(&mut **c),
+            Dialect::Postgres(c) => Dialect::Postgres(&mut **c),
+        }
+    }
+}
 
 /// The migrations of one service, one folder per dialect.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +149,15 @@ impl Db {
         }
     }
 
+    /// A connection for reads outside a transaction (on SQLite, one of the
+    /// read-only connections, so reads never wait for the writer).
+    pub async fn read(&self) -> Result<Pooled> {
+        Ok(match self {
+            Db::Sqlite { reader, .. } => Dialect::Sqlite(reader.acquire().await?),
+            Db::Postgres(pool) => Dialect::Postgres(pool.acquire().await?),
+        })
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
             Db::Sqlite { writer, .. } => Dialect::Sqlite(writer.begin().await?),
@@ -188,6 +213,13 @@ impl Db {
 }
 
 impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Dialect::Sqlite(t) => Dialect::Sqlite(&mut **t),
+            Dialect::Postgres(t) => Dialect::Postgres(&mut **t),
+        }
+    }
+
     pub async fn commit(self) -> Result<()> {
         on_dialect!(self, t => t.commit().await)?;
         Ok(())

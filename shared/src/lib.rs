@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod config;
 pub mod db;
 pub mod error;
 pub mod identity;

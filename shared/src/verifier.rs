@@ -3,9 +3,24 @@
 //! the user's current state; document-service verifies locally with the
 //! published keys or asks auth-service.
 
-use std::{future::Future, pin::Pin};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
-use crate::{error::Result, identity::Identity};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::{
+    clock::Clock,
+    error::{Error, Result},
+    identity::Identity,
+    policy::Role,
+    proto::auth::v1::{ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient},
+    token::{KeySet, TokenError, token_kid},
+};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -13,4 +28,155 @@ pub trait TokenVerifier: Send + Sync + 'static {
     /// The identity `token` stands for, or UNAUTHENTICATED (UNAVAILABLE when
     /// the verifier cannot decide yet, for example before it has keys).
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>>;
+}
+
+/// Verifies tokens locally with auth-service's published keys.
+///
+/// The keys are fetched at start (retried until auth-service answers; until
+/// then every protected RPC fails closed with UNAVAILABLE), refreshed every
+/// few minutes, and fetched again when a token names an unknown `kid`, at
+/// most once a minute so that junk tokens cannot turn into a flood. With
+/// auth-service down it keeps the keys it has.
+#[derive(Debug)]
+pub struct JwksVerifier {
+    client: AuthServiceClient<Channel>,
+    clock: Clock,
+    keys: RwLock<Option<KeySet>>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+/// Refetches for unknown `kid`s are at most this frequent.
+const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(60);
+/// Retry interval while there are no keys yet.
+const INITIAL_RETRY: Duration = Duration::from_millis(500);
+
+impl JwksVerifier {
+    pub fn new(channel: Channel, clock: Clock) -> Self {
+        Self {
+            client: AuthServiceClient::new(channel),
+            clock,
+            keys: RwLock::new(None),
+            last_fetch: Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> Option<KeySet> {
+        self.keys.read().ok().and_then(|k| k.clone())
+    }
+
+    async fn fetch(&self) -> Result<()> {
+        if let Ok(mut last) = self.last_fetch.lock() {
+            *last = Some(Instant::now());
+        }
+        let response = self
+            .client
+            .clone()
+            .list_signing_keys(ListSigningKeysRequest {})
+            .await
+            .map_err(|s| Error::unavailable(format!("auth-service ListSigningKeys: {}", s.message())))?
+            .into_inner();
+        let keys = KeySet::new(
+            response
+                .keys
+                .iter()
+                .filter(|k| k.algorithm == "EdDSA")
+                .map(|k| (k.kid.clone(), k.public_key.as_slice())),
+        );
+        if keys.is_empty() {
+            return Err(Error::unavailable("auth-service published no usable keys"));
+        }
+        if let Ok(mut current) = self.keys.write() {
+            *current = Some(keys);
+        }
+        Ok(())
+    }
+
+    /// Keeps the keys fresh until the returned task is aborted.
+    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(verifier) = this.upgrade() else { return };
+                let wait = match verifier.fetch().await {
+                    Ok(()) => every,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch signing keys; keeping the ones we have");
+                        if verifier.current().is_some() { every.min(Duration::from_secs(30)) } else { INITIAL_RETRY }
+                    }
+                };
+                drop(verifier);
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+
+    /// Whether an unknown `kid` may trigger a refetch now.
+    fn may_refetch(&self) -> bool {
+        self.last_fetch
+            .lock()
+            .map(|last| last.is_none_or(|t| t.elapsed() >= UNKNOWN_KID_REFETCH))
+            .unwrap_or(false)
+    }
+}
+
+impl TokenVerifier for JwksVerifier {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>> {
+        Box::pin(async move {
+            let kid = token_kid(token)?;
+            let mut keys = self.current().ok_or_else(|| {
+                Error::unavailable("token signing keys not yet fetched from auth-service")
+            })?;
+            if !keys.contains(&kid) && self.may_refetch() {
+                if let Err(e) = self.fetch().await {
+                    tracing::warn!(error = %e, "refetch for an unknown key id failed");
+                }
+                keys = self.current().unwrap_or(keys);
+            }
+            let claims = keys.verify(token, self.clock.now())?;
+            Ok(claims.identity()?)
+        })
+    }
+}
+
+/// Asks auth-service's `ValidateToken` for every request: disabling a user
+/// or changing roles takes effect at once, at the cost of a call.
+#[derive(Debug)]
+pub struct RemoteVerifier {
+    client: AuthServiceClient<Channel>,
+}
+
+impl RemoteVerifier {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: AuthServiceClient::new(channel),
+        }
+    }
+}
+
+impl TokenVerifier for RemoteVerifier {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>> {
+        Box::pin(async move {
+            // Refuse what cannot be a token before spending a call on it.
+            token_kid(token)?;
+            let response = self
+                .client
+                .clone()
+                .validate_token(ValidateTokenRequest {
+                    access_token: token.to_owned(),
+                })
+                .await
+                .map_err(|s| Error::unavailable(format!("auth-service ValidateToken: {}", s.message())))?
+                .into_inner();
+            if !response.active {
+                return Err(TokenError::Signature.into());
+            }
+            let user_id = Uuid::parse_str(&response.user_id).map_err(|_| TokenError::Claims)?;
+            let roles = response
+                .roles
+                .iter()
+                .filter_map(|r| r.parse::<Role>().ok())
+                .collect();
+            Ok(Identity::new(user_id, response.email, roles))
+        })
+    }
 }

@@ -1,0 +1,63 @@
+//! What every auth-service handler shares.
+
+use std::time::Duration;
+
+use shared::{
+    Result,
+    clock::Clock,
+    db::{Db, Timestamp},
+    page::PageTokens,
+    token::{AUDIENCE, AccessClaims, ISSUER},
+};
+use uuid::Uuid;
+
+use crate::{config::Config, password::Hasher, signing::SigningKeys, users::User};
+
+#[derive(Debug)]
+pub struct State {
+    pub db: Db,
+    pub clock: Clock,
+    pub keys: SigningKeys,
+    pub hasher: Hasher,
+    pub page_tokens: PageTokens,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl State {
+    pub async fn build(config: &Config, db: Db) -> Result<Self> {
+        let now = config.clock.now();
+        let keys = SigningKeys::load(&config.signing_key_files, &db, now).await?;
+        let workers = config
+            .argon2_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let hasher = Hasher::new(workers).await?;
+        let page_tokens = PageTokens::new(&db.secret("page_tokens", now).await?);
+        Ok(Self {
+            db,
+            clock: config.clock.clone(),
+            keys,
+            hasher,
+            page_tokens,
+            access_ttl: config.access_token_ttl,
+            refresh_ttl: config.refresh_token_ttl,
+        })
+    }
+
+    /// Signs an access token for `user` at `now`.
+    pub fn access_token(&self, user: &User, now: Timestamp) -> Result<String> {
+        let iat = now.unix_seconds();
+        self.keys.sign(&AccessClaims {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sub: user.id.to_string(),
+            email: user.email.clone(),
+            roles: user.role_names(),
+            iat,
+            nbf: iat,
+            exp: iat + self.access_ttl.as_secs() as i64,
+            jti: Uuid::now_v7().to_string(),
+            tgen: user.token_generation,
+        })
+    }
+}

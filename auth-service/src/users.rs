@@ -1,0 +1,145 @@
+//! The users table.
+
+use shared::{
+    Error, Result,
+    db::{Conn, Timestamp},
+    on_dialect,
+    policy::Role,
+    proto::auth::v1 as pb,
+};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+/// The columns of [`User`], for `concat!` (sqlx takes only static SQL).
+macro_rules! columns {
+    () => {
+        "id, email, display_name, password_hash, roles, disabled, token_generation, created_at"
+    };
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    roles: Json<Vec<String>>,
+    pub disabled: bool,
+    pub token_generation: i64,
+    pub created_at: Timestamp,
+}
+
+impl User {
+    /// The user's roles; names this build does not know are ignored.
+    pub fn roles(&self) -> Vec<Role> {
+        self.roles.0.iter().filter_map(|r| r.parse().ok()).collect()
+    }
+
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles().iter().map(|r| r.as_str().to_owned()).collect()
+    }
+
+    pub fn to_proto(&self) -> pb::User {
+        pb::User {
+            id: self.id.to_string(),
+            email: self.email.clone(),
+            display_name: self.display_name.clone(),
+            roles: self.role_names(),
+            disabled: self.disabled,
+            created_at: Some(self.created_at.to_proto()),
+        }
+    }
+}
+
+fn names(roles: &[Role]) -> Json<Vec<String>> {
+    let mut names: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
+    names.sort();
+    names.dedup();
+    Json(names)
+}
+
+pub struct NewUser<'a> {
+    pub email: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: &'a str,
+    pub roles: &'a [Role],
+}
+
+/// Inserts a user; a taken email is ALREADY_EXISTS through the unique
+/// constraint (no racy look-up first).
+pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<User> {
+    let sql = concat!("INSERT INTO users (id, email, display_name, password_hash, roles, disabled, token_generation, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, 0, $6, $6) RETURNING ", columns!());
+    let result = on_dialect!(c, c => sqlx::query_as::<_, User>(sql)
+        .bind(Uuid::now_v7())
+        .bind(user.email)
+        .bind(user.display_name)
+        .bind(user.password_hash)
+        .bind(names(user.roles))
+        .bind(now)
+        .fetch_one(c)
+        .await);
+    result.map_err(|e| match e.as_database_error() {
+        Some(db) if db.is_unique_violation() => Error::AlreadyExists {
+            reason: "EMAIL_TAKEN",
+            message: "an account with this email already exists",
+        },
+        _ => Error::from(e),
+    })
+}
+
+pub async fn by_email(c: Conn<'_>, email: &str) -> Result<Option<User>> {
+    let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+    Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(email).fetch_optional(c).await?))
+}
+
+pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
+    let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+    Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await?))
+}
+
+/// Newest first, after the `before` cursor.
+pub async fn list(c: Conn<'_>, before: Option<Uuid>, limit: u32) -> Result<Vec<User>> {
+    let sql = concat!("SELECT ", columns!(), " FROM users WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2");
+    Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(c).await?))
+}
+
+/// Replaces the roles and revokes the user's access tokens (generation bump).
+pub async fn set_roles(c: Conn<'_>, id: Uuid, roles: &[Role], now: Timestamp) -> Result<User> {
+    let sql = concat!("UPDATE users SET roles = $2, token_generation = token_generation + 1, updated_at = $3 WHERE id = $1 RETURNING ", columns!());
+    on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(names(roles)).bind(now).fetch_optional(c).await?)
+        .ok_or(Error::not_found("user"))
+}
+
+/// Disables or enables; disabling also bumps the token generation.
+pub async fn set_disabled(c: Conn<'_>, id: Uuid, disabled: bool, now: Timestamp) -> Result<User> {
+    let sql = concat!("UPDATE users SET disabled = $2, token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = $3 WHERE id = $1 RETURNING ", columns!());
+    on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(disabled).bind(now).fetch_optional(c).await?)
+        .ok_or(Error::not_found("user"))
+}
+
+pub async fn set_password(c: Conn<'_>, id: Uuid, password_hash: &str, now: Timestamp) -> Result<()> {
+    let sql = "UPDATE users SET password_hash = $2, token_generation = token_generation + 1, \
+               updated_at = $3 WHERE id = $1";
+    on_dialect!(c, c => sqlx::query(sql).bind(id).bind(password_hash).bind(now).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Whether any enabled user holds the admin role.
+pub async fn admin_exists(c: Conn<'_>) -> Result<bool> {
+    let admin = Role::ADMIN.as_str();
+    Ok(match c {
+        shared::db::Dialect::Sqlite(c) => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users, json_each(users.roles) AS r \
+ WHERE r.value = $1 AND NOT users.disabled)",
+        )
+        .bind(admin)
+        .fetch_one(c)
+        .await?,
+        shared::db::Dialect::Postgres(c) => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE roles ? $1 AND NOT disabled)",
+        )
+        .bind(admin)
+        .fetch_one(c)
+        .await?,
+    })
+}

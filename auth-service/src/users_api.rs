@@ -1,0 +1,202 @@
+//! `docverify.auth.v1.UserService`: reads need `users:read`, changes
+//! `users:manage` (the layer checked that before we get here).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use shared::{
+    Error, Result,
+    audit::{self, Actor, Event},
+    identity::{Identity, current_user, request_context},
+    page::page_size,
+    policy::Role,
+    proto::auth::v1::{self as pb, user_service_server::UserService},
+    validate,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{sessions, state::State, throttle, users};
+
+#[derive(Debug, Clone)]
+pub struct UsersApi {
+    state: Arc<State>,
+}
+
+impl UsersApi {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
+    let mut v = validate::Violations::default();
+    let roles: Vec<Role> = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            v.check(
+                name.trim()
+                    .parse::<Role>()
+                    .map_err(|_| Error::invalid(&format!("roles[{i}]"), "unknown role")),
+            )
+        })
+        .collect();
+    v.into_result()?;
+    Ok(roles)
+}
+
+/// The system never loses its last admin: an admin cannot lock themselves out.
+fn refuse_self(me: &Identity, target: Uuid, message: &'static str) -> Result<()> {
+    if me.user_id == target {
+        return Err(Error::FailedPrecondition {
+            reason: "LAST_ADMIN_PROTECTION",
+            message,
+        });
+    }
+    Ok(())
+}
+
+impl UsersApi {
+    async fn set_disabled(&self, request: Request<String>, disabled: bool) -> Result<users::User> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let id = validate::uuid("user_id", request.get_ref())?;
+        if disabled {
+            refuse_self(me, id, "you cannot disable your own account")?;
+        }
+        let now = self.state.clock.now();
+        let mut tx = self.state.db.begin().await?;
+        let user = users::set_disabled(tx.conn(), id, disabled, now).await?;
+        let (action, details) = if disabled {
+            let revoked = sessions::revoke_user(tx.conn(), id, now).await?;
+            ("user.disabled", json!({ "revoked_refresh_tokens": revoked }))
+        } else {
+            ("user.enabled", json!({}))
+        };
+        let event = Event::new(action, Actor::from(me), "user", id).details(details);
+        audit::append(&mut tx, &ctx, now, event).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for UsersApi {
+    #[tracing::instrument(skip_all)]
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let me = current_user(&request)?;
+        let req = request.get_ref();
+        let size = page_size(req.page_size)?;
+        let scope = format!("users|{}", me.user_id);
+        let before = match self.state.page_tokens.open(&scope, &req.page_token)? {
+            Some(cursor) => Some(
+                Uuid::from_slice(&cursor).map_err(|_| Error::invalid("page_token", "malformed"))?,
+            ),
+            None => None,
+        };
+        let mut rows = users::list(self.state.db.read().await?.conn(), before, size + 1).await?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|u| self.state.page_tokens.seal(&scope, u.id.as_bytes()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users: rows.iter().map(users::User::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+        let id = validate::uuid("user_id", &request.get_ref().user_id)?;
+        let user = users::by_id(self.state.db.read().await?.conn(), id)
+            .await?
+            .ok_or(Error::not_found("user"))?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user.to_proto()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_user_roles(
+        &self,
+        request: Request<pb::SetUserRolesRequest>,
+    ) -> Result<Response<pb::SetUserRolesResponse>, Status> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let req = request.get_ref();
+        let mut v = validate::Violations::default();
+        let id = v.check(validate::uuid("user_id", &req.user_id));
+        let roles = v.check(parse_roles(&req.roles));
+        v.into_result()?;
+        let (Some(id), Some(roles)) = (id, roles) else {
+            return Err(Error::internal("validated fields missing").into());
+        };
+        if !roles.contains(&Role::ADMIN) {
+            refuse_self(me, id, "you cannot remove your own admin role")?;
+        }
+        let now = self.state.clock.now();
+        let mut tx = self.state.db.begin().await?;
+        let before = users::by_id(tx.conn(), id)
+            .await?
+            .ok_or(Error::not_found("user"))?;
+        let after = users::set_roles(tx.conn(), id, &roles, now).await?;
+        let event = Event::new("user.roles_changed", Actor::from(me), "user", id)
+            .details(json!({ "old_roles": before.role_names(), "new_roles": after.role_names() }));
+        audit::append(&mut tx, &ctx, now, event).await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::SetUserRolesResponse {
+            user: Some(after.to_proto()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn disable_user(
+        &self,
+        request: Request<pb::DisableUserRequest>,
+    ) -> Result<Response<pb::DisableUserResponse>, Status> {
+        let user = self.set_disabled(request.map(|r| r.user_id), true).await?;
+        Ok(Response::new(pb::DisableUserResponse {
+            user: Some(user.to_proto()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn enable_user(
+        &self,
+        request: Request<pb::EnableUserRequest>,
+    ) -> Result<Response<pb::EnableUserResponse>, Status> {
+        let user = self.set_disabled(request.map(|r| r.user_id), false).await?;
+        Ok(Response::new(pb::EnableUserResponse {
+            user: Some(user.to_proto()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlock_user(
+        &self,
+        request: Request<pb::UnlockUserRequest>,
+    ) -> Result<Response<pb::UnlockUserResponse>, Status> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let id = validate::uuid("user_id", &request.get_ref().user_id)?;
+        let now = self.state.clock.now();
+        let mut tx = self.state.db.begin().await?;
+        let user = users::by_id(tx.conn(), id)
+            .await?
+            .ok_or(Error::not_found("user"))?;
+        throttle::reset(tx.conn(), &user.email).await?;
+        audit::append(&mut tx, &ctx, now, Event::new("user.unlocked", Actor::from(me), "user", id)).await?;
+        tx.commit().await?;
+        Ok(Response::new(pb::UnlockUserResponse {
+            user: Some(user.to_proto()),
+        }))
+    }
+}

@@ -1,0 +1,54 @@
+//! auth-service verifies access tokens with its own keys and then checks the
+//! user's current state: a disabled user, or a token from before the user's
+//! last password or role change (an older token generation), is refused at
+//! once. The same check answers `ValidateToken`.
+
+use std::sync::Arc;
+
+use shared::{
+    Error, Result,
+    identity::Identity,
+    token::AccessClaims,
+    verifier::{BoxFuture, TokenVerifier},
+};
+
+use crate::{state::State, users};
+
+#[derive(Debug)]
+pub struct AuthVerifier {
+    state: Arc<State>,
+}
+
+const REVOKED: Error = Error::Unauthenticated {
+    reason: "INVALID_TOKEN",
+    message: "invalid or expired access token",
+};
+
+impl AuthVerifier {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+/// The claims of `token` when it is valid and its user still stands behind
+/// it. A database failure is an error, not a verdict.
+pub async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::User)> {
+    let claims = state.keys.key_set().verify(token, state.clock.now())?;
+    let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| REVOKED)?;
+    let user = users::by_id(state.db.read().await?.conn(), user_id)
+        .await?
+        .ok_or(REVOKED)?;
+    if user.disabled || user.token_generation != claims.tgen {
+        return Err(REVOKED);
+    }
+    Ok((claims, user))
+}
+
+impl TokenVerifier for AuthVerifier {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>> {
+        Box::pin(async move {
+            let (claims, _) = check(&self.state, token).await?;
+            Ok(claims.identity()?)
+        })
+    }
+}

@@ -1,0 +1,72 @@
+//! document-service settings: each flag can also be set from the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use shared::{clock::Clock, db::PoolConfig};
+
+/// How document-service checks access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenValidation {
+    /// Verify locally with auth-service's published keys (no call per request).
+    Local,
+    /// Ask auth-service's ValidateToken for every request.
+    Remote,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "document_config")]
+#[command(next_help_heading = "document-service")]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(id = "document_listen_addr", long = "document-listen-addr", env = "DOCUMENT_LISTEN_ADDR", default_value = "127.0.0.1:50052")]
+    pub listen_addr: SocketAddr,
+
+    /// `sqlite://path` (the embedded default) or `postgres://...`.
+    #[arg(id = "document_database_url", long = "document-database-url", env = "DOCUMENT_DATABASE_URL", default_value = "sqlite://data/documents.db")]
+    pub database_url: String,
+
+    /// Where auth-service is reached (signing keys, remote validation).
+    #[arg(id = "document_auth_service_url", long = "document-auth-service-url", env = "AUTH_SERVICE_URL", default_value = "http://127.0.0.1:50051")]
+    pub auth_service_url: String,
+
+    /// `local` (verify with published keys) or `remote` (ask auth-service).
+    #[arg(id = "document_token_validation", long = "document-token-validation", env = "TOKEN_VALIDATION", value_enum, default_value_t = TokenValidation::Local)]
+    pub token_validation: TokenValidation,
+
+    /// Largest document accepted, in bytes.
+    #[arg(id = "document_max_document_bytes", long = "document-max-document-bytes", env = "MAX_DOCUMENT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_document_bytes: u64,
+
+    /// How often the signing keys are fetched again.
+    #[arg(id = "document_signing_keys_refresh", long = "document-signing-keys-refresh", env = "SIGNING_KEYS_REFRESH", default_value = "5m", value_parser = duration)]
+    pub signing_keys_refresh: Duration,
+
+    /// Maximum database connections.
+    #[arg(id = "document_db_max_connections", long = "document-db-max-connections", env = "DOCUMENT_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a database connection before UNAVAILABLE.
+    #[arg(id = "document_db_acquire_timeout", long = "document-db-acquire-timeout", env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// How long in-flight RPCs may run on after a shutdown signal.
+    #[arg(id = "document_shutdown_drain_timeout", long = "document-shutdown-drain-timeout", env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub shutdown_drain_timeout: Duration,
+
+    /// The source of time (tests move it by hand).
+    #[arg(skip = Clock::system())]
+    pub clock: Clock,
+}
+
+impl Config {
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+        }
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    shared::config::duration(s)
+}

@@ -1,0 +1,198 @@
+//! The documents table and its content chunks.
+
+use shared::{
+    Result,
+    db::{Conn, Timestamp},
+    on_dialect,
+    proto::document::v1 as pb,
+};
+use uuid::Uuid;
+
+/// Content is stored in chunks of this size (the last one shorter).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The columns of [`Document`], for `concat!` (sqlx takes only static SQL).
+macro_rules! columns {
+    () => {
+        "id, owner_id, title, filename, content_type, size_bytes, sha256, status, created_at, \
+         reviewed_by, reviewed_at, review_note"
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Verified,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Verified => "verified",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    fn to_proto(s: &str) -> pb::DocumentStatus {
+        match s {
+            "pending" => pb::DocumentStatus::Pending,
+            "verified" => pb::DocumentStatus::Verified,
+            "rejected" => pb::DocumentStatus::Rejected,
+            _ => pb::DocumentStatus::Unspecified,
+        }
+    }
+
+    pub fn from_proto(s: pb::DocumentStatus) -> Option<Self> {
+        match s {
+            pb::DocumentStatus::Unspecified => None,
+            pb::DocumentStatus::Pending => Some(Status::Pending),
+            pb::DocumentStatus::Verified => Some(Status::Verified),
+            pb::DocumentStatus::Rejected => Some(Status::Rejected),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Document {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub title: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub status: String,
+    pub created_at: Timestamp,
+    pub reviewed_by: Option<Uuid>,
+    pub reviewed_at: Option<Timestamp>,
+    pub review_note: String,
+}
+
+impl Document {
+    pub fn is_pending(&self) -> bool {
+        self.status == Status::Pending.as_str()
+    }
+
+    pub fn to_proto(&self) -> pb::Document {
+        pb::Document {
+            id: self.id.to_string(),
+            owner_id: self.owner_id.to_string(),
+            title: self.title.clone(),
+            filename: self.filename.clone(),
+            content_type: self.content_type.clone(),
+            size_bytes: self.size_bytes,
+            sha256: self.sha256.clone(),
+            status: Status::to_proto(&self.status) as i32,
+            created_at: Some(self.created_at.to_proto()),
+            reviewed_by: self.reviewed_by.map(|u| u.to_string()).unwrap_or_default(),
+            reviewed_at: self.reviewed_at.map(Timestamp::to_proto),
+            review_note: self.review_note.clone(),
+        }
+    }
+}
+
+pub struct NewDocument<'a> {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub title: &'a str,
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub size_bytes: i64,
+    pub sha256: &'a str,
+}
+
+pub async fn insert(c: Conn<'_>, doc: NewDocument<'_>, now: Timestamp) -> Result<Document> {
+    let sql = concat!(
+        "INSERT INTO documents (id, owner_id, title, filename, content_type, size_bytes, sha256, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING ",
+        columns!()
+    );
+    Ok(on_dialect!(c, c => sqlx::query_as(sql)
+        .bind(doc.id)
+        .bind(doc.owner_id)
+        .bind(doc.title)
+        .bind(doc.filename)
+        .bind(doc.content_type)
+        .bind(doc.size_bytes)
+        .bind(doc.sha256)
+        .bind(now)
+        .fetch_one(c)
+        .await?))
+}
+
+pub async fn insert_chunk(c: Conn<'_>, id: Uuid, seq: i32, data: &[u8]) -> Result<()> {
+    let sql = "INSERT INTO document_chunks (document_id, seq, data) VALUES ($1, $2, $3)";
+    on_dialect!(c, c => sqlx::query(sql).bind(id).bind(seq).bind(data).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// One chunk of content, `None` past the end.
+pub async fn chunk(c: Conn<'_>, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>> {
+    let sql = "SELECT data FROM document_chunks WHERE document_id = $1 AND seq = $2";
+    Ok(on_dialect!(c, c => sqlx::query_scalar(sql).bind(id).bind(seq).fetch_optional(c).await?))
+}
+
+pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<Document>> {
+    let sql = concat!("SELECT ", columns!(), " FROM documents WHERE id = $1");
+    Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await?))
+}
+
+/// Newest first (ids are UUIDv7), strictly before the `before` cursor.
+pub async fn list(
+    c: Conn<'_>,
+    owner: Option<Uuid>,
+    status: Option<Status>,
+    before: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Document>> {
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM documents WHERE ($1 IS NULL OR owner_id = $1) AND ($2 IS NULL OR status = $2) \
+         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+    );
+    Ok(on_dialect!(c, c => sqlx::query_as(sql)
+        .bind(owner)
+        .bind(status.map(Status::as_str))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?))
+}
+
+/// Moves a PENDING document not owned by `reviewer` to `status`; `None` when
+/// it is not there, not pending, or the reviewer's own. The WHERE clause
+/// makes concurrent reviews race for one row: exactly one wins.
+pub async fn review(
+    c: Conn<'_>,
+    id: Uuid,
+    reviewer: Uuid,
+    status: Status,
+    note: &str,
+    now: Timestamp,
+) -> Result<Option<Document>> {
+    let sql = concat!(
+        "UPDATE documents SET status = $3, reviewed_by = $2, reviewed_at = $4, review_note = $5 \
+         WHERE id = $1 AND status = 'pending' AND owner_id <> $2 RETURNING ",
+        columns!()
+    );
+    Ok(on_dialect!(c, c => sqlx::query_as(sql)
+        .bind(id)
+        .bind(reviewer)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(note)
+        .fetch_optional(c)
+        .await?))
+}
+
+pub async fn delete(c: Conn<'_>, id: Uuid) -> Result<bool> {
+    let chunks = "DELETE FROM document_chunks WHERE document_id = $1";
+    let row = "DELETE FROM documents WHERE id = $1";
+    Ok(on_dialect!(c, c => {
+        sqlx::query(chunks).bind(id).execute(&mut *c).await?;
+        sqlx::query(row).bind(id).execute(&mut *c).await?.rows_affected() == 1
+    }))
+}

@@ -1,0 +1,158 @@
+//! Receiving an upload with bounded memory.
+//!
+//! The stream is spooled to an anonymous temporary file (deleted by the OS
+//! when dropped) while its size and SHA-256 are computed; only then does one
+//! short transaction store row, chunks and audit event. A failed, cancelled
+//! or over-limit upload therefore leaves nothing behind, and a slow client
+//! never holds a database transaction (on SQLite, the writer) open.
+
+use sha2::{Digest, Sha256};
+use shared::{Error, Result, proto::document::v1 as pb};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+
+use crate::documents::CHUNK_BYTES;
+
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_FILENAME_CHARS: usize = 255;
+const MAX_CONTENT_TYPE_CHARS: usize = 127;
+
+/// Validated metadata from the first message.
+#[derive(Debug)]
+pub struct Metadata {
+    pub title: String,
+    pub filename: String,
+    pub content_type: String,
+}
+
+impl Metadata {
+    fn parse(m: &pb::DocumentMetadata) -> Result<Self> {
+        let mut v = shared::validate::Violations::default();
+        let title = v.check(shared::validate::text("metadata.title", &m.title, true, MAX_TITLE_CHARS));
+        let filename = v.check(shared::validate::text("metadata.filename", &m.filename, true, MAX_FILENAME_CHARS));
+        if let Some(name) = &filename
+            && (name.contains('/') || name.contains('\\') || name == "." || name == "..")
+        {
+            v.check::<()>(Err(Error::invalid("metadata.filename", "must be a file name, not a path")));
+        }
+        let content_type = v.check(content_type(&m.content_type));
+        v.into_result()?;
+        match (title, filename, content_type) {
+            (Some(title), Some(filename), Some(content_type)) => Ok(Self {
+                title,
+                filename,
+                content_type,
+            }),
+            _ => Err(Error::internal("validated fields missing")),
+        }
+    }
+}
+
+/// A media type such as `application/pdf`; empty means octet-stream.
+fn content_type(raw: &str) -> Result<String> {
+    let value = raw.trim().to_ascii_lowercase();
+    if value.is_empty() {
+        return Ok("application/octet-stream".to_owned());
+    }
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let valid = value.len() <= MAX_CONTENT_TYPE_CHARS
+        && !value.chars().any(char::is_control)
+        && essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s));
+    if !valid {
+        return Err(Error::invalid("metadata.content_type", "must be a media type such as application/pdf"));
+    }
+    Ok(value)
+}
+
+/// A received upload, waiting on disk to be stored.
+#[derive(Debug)]
+pub struct Spooled {
+    pub metadata: Metadata,
+    pub size_bytes: i64,
+    pub sha256: String,
+    file: tokio::fs::File,
+}
+
+fn too_large() -> Error {
+    Error::ResourceExhausted {
+        reason: "DOCUMENT_TOO_LARGE",
+        message: "document exceeds the maximum size",
+        retry_after: None,
+    }
+}
+
+pub async fn receive(mut stream: Streaming<pb::UploadDocumentRequest>, max_bytes: u64) -> Result<Spooled> {
+    use pb::upload_document_request::Payload;
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| Error::invalid("metadata", "the first message must carry the metadata"))?
+        .map_err(cancelled)?;
+    let Some(Payload::Metadata(metadata)) = first.payload else {
+        return Err(Error::invalid("metadata", "the first message must carry the metadata"));
+    };
+    let metadata = Metadata::parse(&metadata)?;
+
+    let file = tokio::task::spawn_blocking(tempfile::tempfile)
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(cancelled)?;
+        match message.payload {
+            Some(Payload::Chunk(chunk)) => {
+                size += chunk.len() as u64;
+                if size > max_bytes {
+                    return Err(too_large());
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(Error::internal)?;
+            }
+            Some(Payload::Metadata(_)) => {
+                return Err(Error::invalid("metadata", "only the first message may carry metadata"));
+            }
+            None => return Err(Error::invalid("chunk", "a message must carry a chunk")),
+        }
+    }
+    file.flush().await.map_err(Error::internal)?;
+    file.rewind().await.map_err(Error::internal)?;
+    Ok(Spooled {
+        metadata,
+        size_bytes: i64::try_from(size).map_err(Error::internal)?,
+        sha256: shared::audit::hex(&hasher.finalize()),
+        file,
+    })
+}
+
+/// A client that went away or sent garbage mid-stream.
+fn cancelled(status: tonic::Status) -> Error {
+    tracing::debug!(code = ?status.code(), "upload stream ended early");
+    Error::invalid("chunk", "the upload stream failed before it completed")
+}
+
+impl Spooled {
+    /// The next stored chunk (at most [`CHUNK_BYTES`]), `None` at the end.
+    pub async fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+        buf.clear();
+        buf.resize(CHUNK_BYTES, 0);
+        let mut filled = 0;
+        while filled < CHUNK_BYTES {
+            let n = self.file.read(&mut buf[filled..]).await.map_err(Error::internal)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        Ok(filled > 0)
+    }
+}
