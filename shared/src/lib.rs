@@ -14,6 +14,7 @@ pub mod policy;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
+pub mod testkit;
 pub mod token;
 pub mod validate;
 pub mod verifier;

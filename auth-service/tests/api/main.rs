@@ -1,0 +1,11 @@
+//! auth-service over the wire: one test binary (each links the whole world).
+//! Every test starts the real service on port 0 with a fresh database:
+//! SQLite by default, PostgreSQL when DOCVERIFY_TEST_POSTGRES is set.
+
+mod audit;
+mod helpers;
+mod login;
+mod register;
+mod sessions;
+mod tokens;
+mod users;
