@@ -208,3 +208,63 @@ impl Access {
         }
     }
 }
+
+/// Every RPC that both servers expose, as `/package.Service/Method`, read
+/// from the descriptor sets they serve (ours, health and reflection).
+pub fn served_methods() -> Vec<String> {
+    use prost::Message;
+    [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .iter()
+    .filter_map(|bytes| prost_types::FileDescriptorSet::decode(*bytes).ok())
+    .flat_map(|set| set.file)
+    .flat_map(|file| {
+        let package = file.package().to_owned();
+        file.service.into_iter().flat_map(move |service| {
+            let prefix = format!("/{package}.{}/", service.name());
+            service
+                .method
+                .into_iter()
+                .map(move |m| format!("{prefix}{}", m.name()))
+        })
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_rpc_has_exactly_one_policy_entry() {
+        let served = served_methods();
+        assert!(served.len() >= METHODS.len(), "descriptor sets decoded: {served:?}");
+        for path in &served {
+            assert!(access(path).is_some(), "{path} is served but missing from the policy table");
+        }
+        for (service, method, _) in METHODS {
+            let path = format!("{service}{method}");
+            assert!(served.contains(&path), "{path} is in the policy table but served by nobody");
+        }
+        assert_eq!(BY_PATH.len(), METHODS.len(), "a method is listed twice");
+    }
+
+    #[test]
+    fn roles_grant_what_the_design_says() {
+        use Permission::*;
+        let user = Role::User.permissions();
+        assert!(user.contains(DocumentsCreate) && user.contains(DocumentsReadOwn) && user.contains(DocumentsDeleteOwn));
+        assert!(!user.contains(DocumentsReadAny) && !user.contains(UsersRead));
+        let verifier = Role::Verifier.permissions();
+        assert!(verifier.contains(DocumentsReview) && verifier.contains(DocumentsReadAny) && verifier.contains(DocumentsCreate));
+        let auditor = Role::Auditor.permissions();
+        assert!(auditor.contains(AuditRead) && auditor.contains(UsersRead) && auditor.contains(DocumentsReadAny));
+        assert!(!auditor.contains(DocumentsCreate) && !auditor.contains(DocumentsReview) && !auditor.contains(UsersManage));
+        assert!(Permission::ALL.iter().all(|p| Role::Admin.permissions().contains(*p)));
+        assert_eq!(access("/docverify.auth.v1.AuthService/Nope"), None);
+    }
+}

@@ -1,7 +1,8 @@
+#![allow(dead_code)] // also compiled into document-service's tests, which use other parts
 //! Starts the real auth-service on port 0 with a fresh database and talks to
 //! it through real tonic clients.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use clap::Parser;
@@ -17,9 +18,10 @@ use shared::{
     },
     testkit::TestDb,
 };
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use shared::testkit::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{Code, Request, Status, transport::Channel};
-use tonic_types::StatusExt;
+use tonic::{Status, transport::Channel};
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple admin";
@@ -58,6 +60,7 @@ impl TestKey {
 }
 
 pub struct TestApp {
+    pub addr: SocketAddr,
     pub channel: Channel,
     pub db: TestDb,
     pub key: TestKey,
@@ -72,6 +75,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut auth_service::Config)) -> TestApp {
+    spawn(TcpListener::bind("127.0.0.1:0").await.unwrap(), customize).await
+}
+
+/// auth-service on a chosen address (one that clients already point at).
+pub async fn spawn_app_on(addr: SocketAddr) -> TestApp {
+    spawn(TcpListener::bind(addr).await.unwrap(), |_| {}).await
+}
+
+async fn spawn(listener: TcpListener, customize: impl FnOnce(&mut auth_service::Config)) -> TestApp {
     let db = TestDb::fresh("auth").await;
     let key = TestKey::generate();
     let key_dir = tempfile::tempdir().unwrap();
@@ -88,15 +100,14 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut auth_service::Config)) -
     config.clock = clock;
     customize(&mut config);
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(auth_service::serve(config, listener, async {
         let _ = stopped.await;
     }));
-    let channel = connect(addr).await;
+    let channel = connect_when_ready(addr).await;
     TestApp {
-
+        addr,
         channel,
         db,
         key,
@@ -105,24 +116,6 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut auth_service::Config)) -
         task: Some(task),
         _key_dir: key_dir,
     }
-}
-
-/// Connects and waits until the server answers (retrying, never sleeping
-/// blindly).
-pub async fn connect(addr: SocketAddr) -> Channel {
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    for _ in 0..200 {
-        if health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-            .await
-            .is_ok()
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server at {addr} did not become ready");
 }
 
 impl TestApp {
@@ -225,47 +218,3 @@ impl Drop for TestApp {
     }
 }
 
-/// `message` with `authorization: Bearer <token>`.
-pub fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-/// Asserts the code and the ErrorInfo reason of a failed call.
-#[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: &str) -> Status {
-    let status = result.expect_err("the call should have failed");
-    assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    let details = status.get_error_details();
-    let info = details.error_info().expect("every error carries ErrorInfo");
-    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
-    assert_eq!(info.domain, "docverify");
-    status
-}
-
-/// The fields named by a BadRequest detail.
-pub fn violated_fields(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
-/// Runs the futures at the same time (each on its own task) and returns their
-/// outputs in order.
-pub async fn concurrently<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut results = Vec::with_capacity(handles.len());
-    for handle in handles {
-        results.push(handle.await.unwrap());
-    }
-    results
-}

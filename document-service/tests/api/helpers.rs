@@ -1,0 +1,205 @@
+//! Starts real auth-service and document-service on port 0, each with a fresh
+//! database, and talks to them through real tonic clients.
+
+use clap::Parser;
+use document_service::TokenValidation;
+use shared::{
+    proto::{
+        audit::v1::{AuditEvent, ListAuditEventsRequest, audit_service_client::AuditServiceClient},
+        auth::v1 as auth_pb,
+        document::v1::{self as pb, document_service_client::DocumentServiceClient},
+    },
+    testkit::TestDb,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Request, Status, transport::Channel};
+
+#[path = "../../../auth-service/tests/api/helpers.rs"]
+pub mod auth;
+
+pub use auth::{PASSWORD, TestApp as AuthApp};
+pub use shared::testkit::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    config: document_service::Config,
+}
+
+pub struct DocApp {
+    pub channel: Channel,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<shared::Result<()>>>,
+}
+
+impl Drop for DocApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn doc_config(auth_url: String, mode: TokenValidation) -> document_service::Config {
+    let mut config = Args::parse_from(["document-service"]).config;
+    config.auth_service_url = auth_url;
+    config.token_validation = mode;
+    config
+}
+
+/// Starts document-service and waits until it answers.
+pub async fn spawn_docs(mut config: document_service::Config) -> DocApp {
+    let db = TestDb::fresh("documents").await;
+    config.database_url = db.url.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(document_service::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = connect_when_ready(addr).await;
+    DocApp {
+        channel,
+        db,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl DocApp {
+    pub fn documents(&self) -> DocumentServiceClient<Channel> {
+        DocumentServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
+    }
+
+}
+
+/// Both services, wired together as in production.
+pub struct Stack {
+    pub auth: AuthApp,
+    pub docs: DocApp,
+}
+
+pub async fn spawn_stack(mode: TokenValidation) -> Stack {
+    spawn_stack_with(mode, |_| {}).await
+}
+
+pub async fn spawn_stack_with(mode: TokenValidation, customize: impl FnOnce(&mut document_service::Config)) -> Stack {
+    let auth = auth::spawn_app().await;
+    let mut config = doc_config(format!("http://{}", auth.addr), mode);
+    customize(&mut config);
+    let docs = spawn_docs(config).await;
+    Stack { auth, docs }
+}
+
+impl Stack {
+    pub async fn admin(&self) -> String {
+        self.auth.admin().await.access_token
+    }
+
+    /// Registers `email`, gives it `roles` and returns a fresh access token.
+    pub async fn user_with_roles(&self, email: &str, roles: &[&str]) -> (String, String) {
+        let user = self.auth.register(email).await;
+        if roles != ["user"] {
+            let admin = self.admin().await;
+            self.auth
+                .users()
+                .set_user_roles(bearer(
+                    auth_pb::SetUserRolesRequest {
+                        user_id: user.id.clone(),
+                        roles: roles.iter().map(|r| r.to_string()).collect(),
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap();
+        }
+        let login = self.auth.login(email, PASSWORD).await.unwrap();
+        (login.access_token, user.id)
+    }
+
+    pub async fn upload(&self, token: &str, title: &str, content: &[u8]) -> Result<pb::Document, Status> {
+        upload(&self.docs, token, title, content, 64 * 1024).await
+    }
+
+    pub async fn download(&self, token: &str, id: &str) -> Result<Vec<u8>, Status> {
+        let mut stream = self
+            .docs
+            .documents()
+            .download_document(bearer(pb::DownloadDocumentRequest { document_id: id.to_owned() }, token))
+            .await?
+            .into_inner();
+        let mut content = Vec::new();
+        while let Some(message) = stream.message().await? {
+            content.extend_from_slice(&message.chunk);
+        }
+        Ok(content)
+    }
+
+    pub async fn doc_events(&self, token: &str, action: &str) -> Vec<AuditEvent> {
+        self.docs
+            .audit()
+            .list_audit_events(bearer(
+                ListAuditEventsRequest {
+                    action: action.to_owned(),
+                    page_size: 500,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    }
+}
+
+pub fn metadata(title: &str) -> pb::UploadDocumentRequest {
+    pb::UploadDocumentRequest {
+        payload: Some(pb::upload_document_request::Payload::Metadata(pb::DocumentMetadata {
+            title: title.to_owned(),
+            filename: format!("{}.pdf", title.replace(' ', "-")),
+            content_type: "application/pdf".to_owned(),
+        })),
+    }
+}
+
+pub fn chunk(bytes: &[u8]) -> pb::UploadDocumentRequest {
+    pb::UploadDocumentRequest {
+        payload: Some(pb::upload_document_request::Payload::Chunk(bytes.to_vec())),
+    }
+}
+
+pub async fn upload(docs: &DocApp, token: &str, title: &str, content: &[u8], chunk_size: usize) -> Result<pb::Document, Status> {
+    let mut messages = vec![metadata(title)];
+    messages.extend(content.chunks(chunk_size).map(chunk));
+    let mut request = Request::new(tokio_stream::iter(messages));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    docs.documents()
+        .upload_document(request)
+        .await
+        .map(|r| r.into_inner().document.unwrap())
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    shared::audit::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Rows in a table of document-service's database, behind its back.
+pub async fn count(db: &TestDb, table: &str) -> i64 {
+    let db = shared::db::Db::connect(&db.url, &Default::default()).await.unwrap();
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    let n = shared::on_dialect!(db.reader(), p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())).fetch_one(p).await.unwrap());
+    db.close().await;
+    n
+}
