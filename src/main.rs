@@ -5,7 +5,11 @@
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "docverify", version, about = "docverify: auth-service and document-service in one process")]
+#[command(
+    name = "docverify",
+    version,
+    about = "docverify: auth-service and document-service in one process"
+)]
 struct Cli {
     #[command(flatten)]
     auth: auth_service::Config,

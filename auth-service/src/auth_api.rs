@@ -103,9 +103,14 @@ impl AuthApi {
         if let Claim::Throttled { retry_after } =
             throttle::claim(&state.db, email.as_str(), state.clock.now()).await?
         {
-            let event = Event::new("auth.login_throttled", anonymous(&email), "user", email.as_str())
-                .outcome(Outcome::Denied)
-                .details(json!({ "retry_after_seconds": retry_after.as_secs() }));
+            let event = Event::new(
+                "auth.login_throttled",
+                anonymous(&email),
+                "user",
+                email.as_str(),
+            )
+            .outcome(Outcome::Denied)
+            .details(json!({ "retry_after_seconds": retry_after.as_secs() }));
             self.record(ctx, event).await?;
             return Err(Error::ResourceExhausted {
                 reason: "LOGIN_THROTTLED",
@@ -145,14 +150,20 @@ impl AuthApi {
                 message: "this account is disabled",
             });
         }
-        let refresh = sessions::mint(tx.conn(), user.id, Uuid::now_v7(), now, state.refresh_ttl).await?;
+        let refresh =
+            sessions::mint(tx.conn(), user.id, Uuid::now_v7(), now, state.refresh_ttl).await?;
         let event = Event::new("auth.login_succeeded", actor(&user), "user", user.id);
         audit::append(&mut tx, ctx, now, event).await?;
         tx.commit().await?;
         self.session(&user, refresh.token, now)
     }
 
-    fn session(&self, user: &users::User, refresh_token: String, now: Timestamp) -> Result<Session> {
+    fn session(
+        &self,
+        user: &users::User,
+        refresh_token: String,
+        now: Timestamp,
+    ) -> Result<Session> {
         Ok(Session {
             access_token: self.state.access_token(user, now)?,
             refresh_token,
@@ -179,7 +190,8 @@ impl AuthApi {
                     tx.commit().await?;
                     return Err(BAD_REFRESH_TOKEN);
                 };
-                let refresh = sessions::mint(tx.conn(), user.id, family_id, now, state.refresh_ttl).await?;
+                let refresh =
+                    sessions::mint(tx.conn(), user.id, family_id, now, state.refresh_ttl).await?;
                 let event = Event::new("token.refreshed", actor(&user), "token_family", family_id);
                 audit::append(&mut tx, ctx, now, event).await?;
                 tx.commit().await?;
@@ -218,8 +230,13 @@ impl AuthApi {
             let who = users::by_id(tx.conn(), user_id)
                 .await?
                 .map_or_else(Actor::default, |u| actor(&u));
-            audit::append(&mut tx, ctx, now, Event::new("auth.logout", who, "token_family", family_id))
-                .await?;
+            audit::append(
+                &mut tx,
+                ctx,
+                now,
+                Event::new("auth.logout", who, "token_family", family_id),
+            )
+            .await?;
             tx.commit().await?;
         }
         Ok(())
@@ -246,9 +263,14 @@ impl AuthService for AuthApi {
         let mut v = Violations::default();
         let email = v.check(Email::parse("email", &req.email));
         let display_name = v.check(fields::display_name("display_name", &req.display_name));
-        let password = v.check(NewPassword::parse("password", &req.password, email.as_ref()));
+        let password = v.check(NewPassword::parse(
+            "password",
+            &req.password,
+            email.as_ref(),
+        ));
         v.into_result()?;
-        let (Some(email), Some(display_name), Some(password)) = (email, display_name, password) else {
+        let (Some(email), Some(display_name), Some(password)) = (email, display_name, password)
+        else {
             return Err(Error::internal("validated fields missing").into());
         };
         state
@@ -270,8 +292,13 @@ impl AuthService for AuthApi {
             now,
         )
         .await?;
-        audit::append(&mut tx, &ctx, now, Event::new("user.registered", actor(&user), "user", user.id))
-            .await?;
+        audit::append(
+            &mut tx,
+            &ctx,
+            now,
+            Event::new("user.registered", actor(&user), "user", user.id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user.to_proto()),
@@ -279,7 +306,10 @@ impl AuthService for AuthApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         let ctx = request_context(&request);
         let session = AuthApi::login(self, &ctx, request.into_inner()).await?;
         Ok(Response::new(session.into()))
@@ -296,7 +326,10 @@ impl AuthService for AuthApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
         let ctx = request_context(&request);
         AuthApi::logout(self, &ctx, &request.get_ref().refresh_token).await?;
         Ok(Response::new(pb::LogoutResponse {}))
@@ -308,9 +341,12 @@ impl AuthService for AuthApi {
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
         let me = current_user(&request)?;
-        let user = users::by_id(self.state.db.read().await.map_err(Status::from)?.conn(), me.user_id)
-            .await?
-            .ok_or(Error::not_found("user"))?;
+        let user = users::by_id(
+            self.state.db.read().await.map_err(Status::from)?.conn(),
+            me.user_id,
+        )
+        .await?
+        .ok_or(Error::not_found("user"))?;
         Ok(Response::new(pb::GetCurrentUserResponse {
             user: Some(user.to_proto()),
         }))
@@ -330,14 +366,23 @@ impl AuthService for AuthApi {
             .ok_or(Error::not_found("user"))?;
         let email = Email::parse("email", &user.email)?;
         let mut v = Violations::default();
-        let current = v.check(fields::presented_password("current_password", &req.current_password));
-        let new = v.check(NewPassword::parse("new_password", &req.new_password, Some(&email)));
+        let current = v.check(fields::presented_password(
+            "current_password",
+            &req.current_password,
+        ));
+        let new = v.check(NewPassword::parse(
+            "new_password",
+            &req.new_password,
+            Some(&email),
+        ));
         v.into_result()?;
         let (Some(current), Some(new)) = (current, new) else {
             return Err(Error::internal("validated fields missing").into());
         };
         if current == new.expose() {
-            return Err(Error::invalid("new_password", "must differ from the current password").into());
+            return Err(
+                Error::invalid("new_password", "must differ from the current password").into(),
+            );
         }
         state
             .hasher
@@ -391,7 +436,9 @@ impl AuthService for AuthApi {
                 user_id: user.id.to_string(),
                 email: user.email.clone(),
                 roles: user.role_names(),
-                expires_at: Some(Timestamp::from_unix_micros(claims.exp.saturating_mul(1_000_000)).to_proto()),
+                expires_at: Some(
+                    Timestamp::from_unix_micros(claims.exp.saturating_mul(1_000_000)).to_proto(),
+                ),
             },
             // A broken dependency is an error; a bad token is only inactive.
             Err(e @ (Error::Unavailable(_) | Error::Internal(_))) => return Err(e.into()),

@@ -24,7 +24,10 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
     if users::admin_exists(state.db.read().await?.conn()).await? {
         return Ok(());
     }
-    match (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
+    match (
+        &config.bootstrap_admin_email,
+        &config.bootstrap_admin_password,
+    ) {
         (Some(email), Some(password)) => {
             let email = Email::parse("BOOTSTRAP_ADMIN_EMAIL", email)?;
             let password = NewPassword::parse("BOOTSTRAP_ADMIN_PASSWORD", password, Some(&email))?;
@@ -36,7 +39,12 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
             getrandom::fill(&mut bytes).map_err(Error::internal)?;
             let password = URL_SAFE_NO_PAD.encode(bytes);
             let email = Email::parse("email", LOCAL_ADMIN)?;
-            ensure_admin(state, &email, &NewPassword::parse("password", &password, Some(&email))?).await?;
+            ensure_admin(
+                state,
+                &email,
+                &NewPassword::parse("password", &password, Some(&email))?,
+            )
+            .await?;
             // Shown once, on the terminal, not through the log pipeline.
             #[allow(clippy::print_stderr)]
             {

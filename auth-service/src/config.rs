@@ -9,17 +9,32 @@ use shared::{clock::Clock, db::PoolConfig};
 #[command(next_help_heading = "auth-service")]
 pub struct Config {
     /// Address the gRPC server listens on.
-    #[arg(id = "auth_listen_addr", long = "auth-listen-addr", env = "AUTH_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        id = "auth_listen_addr",
+        long = "auth-listen-addr",
+        env = "AUTH_LISTEN_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen_addr: SocketAddr,
 
     /// `sqlite://path` (the embedded default) or `postgres://...`.
-    #[arg(id = "auth_database_url", long = "auth-database-url", env = "AUTH_DATABASE_URL", default_value = "sqlite://data/auth.db")]
+    #[arg(
+        id = "auth_database_url",
+        long = "auth-database-url",
+        env = "AUTH_DATABASE_URL",
+        default_value = "sqlite://data/auth.db"
+    )]
     pub database_url: String,
 
     /// Ed25519 private keys (PKCS#8 PEM), comma-separated: the first signs,
     /// the others still verify. Without any, a key is generated on first start
     /// and kept in the database.
-    #[arg(id = "auth_signing_key_files", long = "auth-signing-key-file", env = "AUTH_SIGNING_KEY_FILE", value_delimiter = ',')]
+    #[arg(
+        id = "auth_signing_key_files",
+        long = "auth-signing-key-file",
+        env = "AUTH_SIGNING_KEY_FILE",
+        value_delimiter = ','
+    )]
     pub signing_key_files: Vec<PathBuf>,
 
     /// Access-token lifetime.
@@ -31,15 +46,31 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
 
     /// Create this admin at start when no admin exists.
-    #[arg(id = "auth_bootstrap_admin_email", long = "auth-bootstrap-admin-email", env = "BOOTSTRAP_ADMIN_EMAIL", requires = "auth_bootstrap_admin_password")]
+    #[arg(
+        id = "auth_bootstrap_admin_email",
+        long = "auth-bootstrap-admin-email",
+        env = "BOOTSTRAP_ADMIN_EMAIL",
+        requires = "auth_bootstrap_admin_password"
+    )]
     pub bootstrap_admin_email: Option<String>,
 
     /// Password of the bootstrap admin.
-    #[arg(id = "auth_bootstrap_admin_password", long = "auth-bootstrap-admin-password", env = "BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true, requires = "auth_bootstrap_admin_email")]
+    #[arg(
+        id = "auth_bootstrap_admin_password",
+        long = "auth-bootstrap-admin-password",
+        env = "BOOTSTRAP_ADMIN_PASSWORD",
+        hide_env_values = true,
+        requires = "auth_bootstrap_admin_email"
+    )]
     pub bootstrap_admin_password: Option<String>,
 
     /// Maximum database connections.
-    #[arg(id = "auth_db_max_connections", long = "auth-db-max-connections", env = "AUTH_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(
+        id = "auth_db_max_connections",
+        long = "auth-db-max-connections",
+        env = "AUTH_DB_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
     pub db_max_connections: u32,
 
     /// How long a request waits for a database connection before UNAVAILABLE.
@@ -47,7 +78,11 @@ pub struct Config {
     pub db_acquire_timeout: Duration,
 
     /// Password hashes computed at once (default: one per core).
-    #[arg(id = "auth_argon2_workers", long = "auth-argon2-workers", env = "ARGON2_WORKERS")]
+    #[arg(
+        id = "auth_argon2_workers",
+        long = "auth-argon2-workers",
+        env = "ARGON2_WORKERS"
+    )]
     pub argon2_workers: Option<usize>,
 
     /// How long in-flight RPCs may run on after a shutdown signal.

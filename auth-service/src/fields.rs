@@ -71,14 +71,20 @@ impl NewPassword {
     pub fn parse(field: &str, raw: &str, email: Option<&Email>) -> Result<Self> {
         let bad = |why: String| Error::invalid(field, why);
         if raw.len() > MAX_PASSWORD_BYTES {
-            return Err(bad(format!("must be at most {MAX_PASSWORD_CHARS} characters")));
+            return Err(bad(format!(
+                "must be at most {MAX_PASSWORD_CHARS} characters"
+            )));
         }
         let chars = raw.chars().count();
         if chars < MIN_PASSWORD_CHARS {
-            return Err(bad(format!("must be at least {MIN_PASSWORD_CHARS} characters")));
+            return Err(bad(format!(
+                "must be at least {MIN_PASSWORD_CHARS} characters"
+            )));
         }
         if chars > MAX_PASSWORD_CHARS {
-            return Err(bad(format!("must be at most {MAX_PASSWORD_CHARS} characters")));
+            return Err(bad(format!(
+                "must be at most {MAX_PASSWORD_CHARS} characters"
+            )));
         }
         if raw.contains('\0') {
             return Err(bad("must not contain NUL characters".to_owned()));
@@ -101,7 +107,10 @@ pub fn presented_password(field: &str, raw: &str) -> Result<String> {
         return Err(Error::invalid(field, "is required"));
     }
     if raw.len() > MAX_PASSWORD_BYTES {
-        return Err(Error::invalid(field, format!("must be at most {MAX_PASSWORD_CHARS} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+        ));
     }
     Ok(raw.to_owned())
 }

@@ -11,8 +11,8 @@ mod bootstrap;
 pub mod config;
 mod fields;
 mod password;
-mod signing;
 mod sessions;
+mod signing;
 mod state;
 mod throttle;
 mod users;
@@ -28,7 +28,9 @@ use shared::{
     layer::RpcLayer,
     proto::{
         audit::v1::audit_service_server::AuditServiceServer,
-        auth::v1::{auth_service_server::AuthServiceServer, user_service_server::UserServiceServer},
+        auth::v1::{
+            auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
+        },
     },
 };
 use sqlx::migrate::Migrator;

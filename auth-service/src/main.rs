@@ -32,7 +32,9 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match tokio::net::TcpListener::bind(cli.config.listen_addr).await {
-            Ok(listener) => auth_service::serve(cli.config, listener, shared::server::shutdown_signal()).await,
+            Ok(listener) => {
+                auth_service::serve(cli.config, listener, shared::server::shutdown_signal()).await
+            }
             Err(e) => Err(shared::Error::internal(format!(
                 "AUTH_LISTEN_ADDR {}: {e}",
                 cli.config.listen_addr

@@ -77,7 +77,11 @@ impl Hasher {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         let matched = self
-            .run(move || Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok())
+            .run(move || {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), phc.as_str())
+                    .is_ok()
+            })
             .await?;
         Ok(known && matched)
     }
@@ -95,7 +99,12 @@ impl Hasher {
         let password = password.expose().to_owned();
         let inputs = [
             email.as_str().to_owned(),
-            email.as_str().split('@').next().unwrap_or_default().to_owned(),
+            email
+                .as_str()
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
             display_name.to_owned(),
         ];
         let score = self

@@ -50,7 +50,7 @@ pub async fn mint(
         .bind(user_id)
         .bind(digest(&token))
         .bind(now)
-        .bind(now.add(ttl))
+        .bind(now.plus(ttl))
         .execute(c)
         .await
         .map(|_| ()))?;
@@ -99,11 +99,16 @@ pub async fn family_of(c: Conn<'_>, token: &str) -> Result<Option<(Uuid, Uuid)>>
 }
 
 pub async fn revoke_family(c: Conn<'_>, family_id: Uuid, now: Timestamp) -> Result<u64> {
-    let sql = "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
-    Ok(on_dialect!(c, c => sqlx::query(sql).bind(family_id).bind(now).execute(c).await?.rows_affected()))
+    let sql =
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
+    Ok(
+        on_dialect!(c, c => sqlx::query(sql).bind(family_id).bind(now).execute(c).await?.rows_affected()),
+    )
 }
 
 pub async fn revoke_user(c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
     let sql = "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
-    Ok(on_dialect!(c, c => sqlx::query(sql).bind(user_id).bind(now).execute(c).await?.rows_affected()))
+    Ok(
+        on_dialect!(c, c => sqlx::query(sql).bind(user_id).bind(now).execute(c).await?.rows_affected()),
+    )
 }

@@ -41,7 +41,10 @@ pub struct SigningKeys {
 impl std::fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKeys")
-            .field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -107,7 +110,8 @@ impl SigningKeys {
 
 impl Key {
     fn new(private: EncodingKey) -> Result<Self> {
-        let mut jwk = Jwk::from_encoding_key(&private, Algorithm::EdDSA).map_err(Error::internal)?;
+        let mut jwk =
+            Jwk::from_encoding_key(&private, Algorithm::EdDSA).map_err(Error::internal)?;
         let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
             return Err(Error::internal("signing key is not Ed25519"));
         };
@@ -116,7 +120,9 @@ impl Key {
             .map_err(Error::internal)?
             .try_into()
             .map_err(|_| Error::internal("Ed25519 public key is not 32 bytes"))?;
-        let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(Error::internal)?;
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(Error::internal)?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::EdDSA);

@@ -64,7 +64,7 @@ pub async fn claim(db: &Db, email: &str, now: Timestamp) -> Result<Claim> {
                 return Ok(Claim::Throttled { retry_after: now.until(until).max(Duration::from_secs(1)) });
             }
             let failures = row.failures + 1;
-            let lock = delay(failures).map(|d| now.add(d));
+            let lock = delay(failures).map(|d| now.plus(d));
             let swapped = sqlx::query(swap)
                 .bind(email)
                 .bind(failures)

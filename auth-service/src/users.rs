@@ -68,7 +68,10 @@ pub struct NewUser<'a> {
 /// Inserts a user; a taken email is ALREADY_EXISTS through the unique
 /// constraint (no racy look-up first).
 pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<User> {
-    let sql = concat!("INSERT INTO users (id, email, display_name, password_hash, roles, disabled, token_generation, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, 0, $6, $6) RETURNING ", columns!());
+    let sql = concat!(
+        "INSERT INTO users (id, email, display_name, password_hash, roles, disabled, token_generation, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, 0, $6, $6) RETURNING ",
+        columns!()
+    );
     let result = on_dialect!(c, c => sqlx::query_as::<_, User>(sql)
         .bind(Uuid::now_v7())
         .bind(user.email)
@@ -99,25 +102,42 @@ pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
 
 /// Newest first, after the `before` cursor.
 pub async fn list(c: Conn<'_>, before: Option<Uuid>, limit: u32) -> Result<Vec<User>> {
-    let sql = concat!("SELECT ", columns!(), " FROM users WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2");
-    Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(c).await?))
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
+    );
+    Ok(
+        on_dialect!(c, c => sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(c).await?),
+    )
 }
 
 /// Replaces the roles and revokes the user's access tokens (generation bump).
 pub async fn set_roles(c: Conn<'_>, id: Uuid, roles: &[Role], now: Timestamp) -> Result<User> {
-    let sql = concat!("UPDATE users SET roles = $2, token_generation = token_generation + 1, updated_at = $3 WHERE id = $1 RETURNING ", columns!());
+    let sql = concat!(
+        "UPDATE users SET roles = $2, token_generation = token_generation + 1, updated_at = $3 WHERE id = $1 RETURNING ",
+        columns!()
+    );
     on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(names(roles)).bind(now).fetch_optional(c).await?)
         .ok_or(Error::not_found("user"))
 }
 
 /// Disables or enables; disabling also bumps the token generation.
 pub async fn set_disabled(c: Conn<'_>, id: Uuid, disabled: bool, now: Timestamp) -> Result<User> {
-    let sql = concat!("UPDATE users SET disabled = $2, token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = $3 WHERE id = $1 RETURNING ", columns!());
+    let sql = concat!(
+        "UPDATE users SET disabled = $2, token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = $3 WHERE id = $1 RETURNING ",
+        columns!()
+    );
     on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(disabled).bind(now).fetch_optional(c).await?)
         .ok_or(Error::not_found("user"))
 }
 
-pub async fn set_password(c: Conn<'_>, id: Uuid, password_hash: &str, now: Timestamp) -> Result<()> {
+pub async fn set_password(
+    c: Conn<'_>,
+    id: Uuid,
+    password_hash: &str,
+    now: Timestamp,
+) -> Result<()> {
     let sql = "UPDATE users SET password_hash = $2, token_generation = token_generation + 1, \
                updated_at = $3 WHERE id = $1";
     on_dialect!(c, c => sqlx::query(sql).bind(id).bind(password_hash).bind(now).execute(c).await.map(|_| ()))?;
@@ -128,18 +148,22 @@ pub async fn set_password(c: Conn<'_>, id: Uuid, password_hash: &str, now: Times
 pub async fn admin_exists(c: Conn<'_>) -> Result<bool> {
     let admin = Role::ADMIN.as_str();
     Ok(match c {
-        shared::db::Dialect::Sqlite(c) => sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users, json_each(users.roles) AS r \
+        shared::db::Dialect::Sqlite(c) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users, json_each(users.roles) AS r \
  WHERE r.value = $1 AND NOT users.disabled)",
-        )
-        .bind(admin)
-        .fetch_one(c)
-        .await?,
-        shared::db::Dialect::Postgres(c) => sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE roles ? $1 AND NOT disabled)",
-        )
-        .bind(admin)
-        .fetch_one(c)
-        .await?,
+            )
+            .bind(admin)
+            .fetch_one(c)
+            .await?
+        }
+        shared::db::Dialect::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE roles ? $1 AND NOT disabled)",
+            )
+            .bind(admin)
+            .fetch_one(c)
+            .await?
+        }
     })
 }

@@ -70,7 +70,10 @@ impl UsersApi {
         let user = users::set_disabled(tx.conn(), id, disabled, now).await?;
         let (action, details) = if disabled {
             let revoked = sessions::revoke_user(tx.conn(), id, now).await?;
-            ("user.disabled", json!({ "revoked_refresh_tokens": revoked }))
+            (
+                "user.disabled",
+                json!({ "revoked_refresh_tokens": revoked }),
+            )
         } else {
             ("user.enabled", json!({}))
         };
@@ -114,7 +117,10 @@ impl UserService for UsersApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
         let id = validate::uuid("user_id", &request.get_ref().user_id)?;
         let user = users::by_id(self.state.db.read().await?.conn(), id)
             .await?
@@ -193,7 +199,13 @@ impl UserService for UsersApi {
             .await?
             .ok_or(Error::not_found("user"))?;
         throttle::reset(tx.conn(), &user.email).await?;
-        audit::append(&mut tx, &ctx, now, Event::new("user.unlocked", Actor::from(me), "user", id)).await?;
+        audit::append(
+            &mut tx,
+            &ctx,
+            now,
+            Event::new("user.unlocked", Actor::from(me), "user", id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Response::new(pb::UnlockUserResponse {
             user: Some(user.to_proto()),

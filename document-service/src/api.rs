@@ -1,6 +1,5 @@
 //! `docverify.document.v1.DocumentService`.
 
-
 use serde_json::json;
 use shared::{
     Error, Result,
@@ -80,7 +79,8 @@ impl DocumentApi {
         };
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
-        let Some(doc) = documents::review(tx.conn(), id, me.user_id, status, &note, now).await? else {
+        let Some(doc) = documents::review(tx.conn(), id, me.user_id, status, &note, now).await?
+        else {
             let doc = documents::by_id(tx.conn(), id)
                 .await?
                 .ok_or(Error::not_found("document"))?;
@@ -150,13 +150,14 @@ impl DocumentService for DocumentApi {
             documents::insert_chunk(tx.conn(), id, seq, &buf).await?;
             seq += 1;
         }
-        let event = Event::new("document.uploaded", Actor::from(&me), "document", id).details(json!({
-            "title": doc.title,
-            "filename": doc.filename,
-            "content_type": doc.content_type,
-            "size_bytes": doc.size_bytes,
-            "sha256": doc.sha256,
-        }));
+        let event =
+            Event::new("document.uploaded", Actor::from(&me), "document", id).details(json!({
+                "title": doc.title,
+                "filename": doc.filename,
+                "content_type": doc.content_type,
+                "size_bytes": doc.size_bytes,
+                "sha256": doc.sha256,
+            }));
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;
         Ok(Response::new(pb::UploadDocumentResponse {
@@ -251,7 +252,14 @@ impl DocumentService for DocumentApi {
             ),
             None => None,
         };
-        let mut rows = documents::list(self.db.read().await?.conn(), owner, status, before, size + 1).await?;
+        let mut rows = documents::list(
+            self.db.read().await?.conn(),
+            owner,
+            status,
+            before,
+            size + 1,
+        )
+        .await?;
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);
             rows.last()
@@ -272,7 +280,10 @@ impl DocumentService for DocumentApi {
         request: Request<pb::VerifyDocumentRequest>,
     ) -> Result<Response<pb::VerifyDocumentResponse>, Status> {
         let doc = self
-            .review(request.map(|r| (r.document_id, r.note)), DocStatus::Verified)
+            .review(
+                request.map(|r| (r.document_id, r.note)),
+                DocStatus::Verified,
+            )
             .await?;
         Ok(Response::new(pb::VerifyDocumentResponse {
             document: Some(doc.to_proto()),
@@ -285,7 +296,10 @@ impl DocumentService for DocumentApi {
         request: Request<pb::RejectDocumentRequest>,
     ) -> Result<Response<pb::RejectDocumentResponse>, Status> {
         let doc = self
-            .review(request.map(|r| (r.document_id, r.reason)), DocStatus::Rejected)
+            .review(
+                request.map(|r| (r.document_id, r.reason)),
+                DocStatus::Rejected,
+            )
             .await?;
         Ok(Response::new(pb::RejectDocumentResponse {
             document: Some(doc.to_proto()),

@@ -18,15 +18,30 @@ pub enum TokenValidation {
 #[command(next_help_heading = "document-service")]
 pub struct Config {
     /// Address the gRPC server listens on.
-    #[arg(id = "document_listen_addr", long = "document-listen-addr", env = "DOCUMENT_LISTEN_ADDR", default_value = "127.0.0.1:50052")]
+    #[arg(
+        id = "document_listen_addr",
+        long = "document-listen-addr",
+        env = "DOCUMENT_LISTEN_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
     pub listen_addr: SocketAddr,
 
     /// `sqlite://path` (the embedded default) or `postgres://...`.
-    #[arg(id = "document_database_url", long = "document-database-url", env = "DOCUMENT_DATABASE_URL", default_value = "sqlite://data/documents.db")]
+    #[arg(
+        id = "document_database_url",
+        long = "document-database-url",
+        env = "DOCUMENT_DATABASE_URL",
+        default_value = "sqlite://data/documents.db"
+    )]
     pub database_url: String,
 
     /// Where auth-service is reached (signing keys, remote validation).
-    #[arg(id = "document_auth_service_url", long = "document-auth-service-url", env = "AUTH_SERVICE_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        id = "document_auth_service_url",
+        long = "document-auth-service-url",
+        env = "AUTH_SERVICE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub auth_service_url: String,
 
     /// `local` (verify with published keys) or `remote` (ask auth-service).
@@ -42,7 +57,12 @@ pub struct Config {
     pub signing_keys_refresh: Duration,
 
     /// Maximum database connections.
-    #[arg(id = "document_db_max_connections", long = "document-db-max-connections", env = "DOCUMENT_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(
+        id = "document_db_max_connections",
+        long = "document-db-max-connections",
+        env = "DOCUMENT_DB_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
     pub db_max_connections: u32,
 
     /// How long a request waits for a database connection before UNAVAILABLE.

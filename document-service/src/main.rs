@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "document-service", version, about = "docverify document-service")]
+#[command(
+    name = "document-service",
+    version,
+    about = "docverify document-service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,7 +30,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match tokio::net::TcpListener::bind(cli.config.listen_addr).await {
             Ok(listener) => {
-                document_service::serve(cli.config, listener, shared::server::shutdown_signal()).await
+                document_service::serve(cli.config, listener, shared::server::shutdown_signal())
+                    .await
             }
             Err(e) => Err(shared::Error::internal(format!(
                 "DOCUMENT_LISTEN_ADDR {}: {e}",

@@ -29,12 +29,25 @@ pub struct Metadata {
 impl Metadata {
     fn parse(m: &pb::DocumentMetadata) -> Result<Self> {
         let mut v = shared::validate::Violations::default();
-        let title = v.check(shared::validate::text("metadata.title", &m.title, true, MAX_TITLE_CHARS));
-        let filename = v.check(shared::validate::text("metadata.filename", &m.filename, true, MAX_FILENAME_CHARS));
+        let title = v.check(shared::validate::text(
+            "metadata.title",
+            &m.title,
+            true,
+            MAX_TITLE_CHARS,
+        ));
+        let filename = v.check(shared::validate::text(
+            "metadata.filename",
+            &m.filename,
+            true,
+            MAX_FILENAME_CHARS,
+        ));
         if let Some(name) = &filename
             && (name.contains('/') || name.contains('\\') || name == "." || name == "..")
         {
-            v.check::<()>(Err(Error::invalid("metadata.filename", "must be a file name, not a path")));
+            v.check::<()>(Err(Error::invalid(
+                "metadata.filename",
+                "must be a file name, not a path",
+            )));
         }
         let content_type = v.check(content_type(&m.content_type));
         v.into_result()?;
@@ -63,9 +76,14 @@ fn content_type(raw: &str) -> Result<String> {
     let essence = value.split(';').next().unwrap_or_default().trim();
     let valid = value.len() <= MAX_CONTENT_TYPE_CHARS
         && !value.chars().any(char::is_control)
-        && essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s));
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| token(t) && token(s));
     if !valid {
-        return Err(Error::invalid("metadata.content_type", "must be a media type such as application/pdf"));
+        return Err(Error::invalid(
+            "metadata.content_type",
+            "must be a media type such as application/pdf",
+        ));
     }
     Ok(value)
 }
@@ -87,7 +105,10 @@ fn too_large() -> Error {
     }
 }
 
-pub async fn receive(mut stream: Streaming<pb::UploadDocumentRequest>, max_bytes: u64) -> Result<Spooled> {
+pub async fn receive(
+    mut stream: Streaming<pb::UploadDocumentRequest>,
+    max_bytes: u64,
+) -> Result<Spooled> {
     use pb::upload_document_request::Payload;
     let first = stream
         .next()
@@ -95,7 +116,10 @@ pub async fn receive(mut stream: Streaming<pb::UploadDocumentRequest>, max_bytes
         .ok_or_else(|| Error::invalid("metadata", "the first message must carry the metadata"))?
         .map_err(cancelled)?;
     let Some(Payload::Metadata(metadata)) = first.payload else {
-        return Err(Error::invalid("metadata", "the first message must carry the metadata"));
+        return Err(Error::invalid(
+            "metadata",
+            "the first message must carry the metadata",
+        ));
     };
     let metadata = Metadata::parse(&metadata)?;
 
@@ -118,7 +142,10 @@ pub async fn receive(mut stream: Streaming<pb::UploadDocumentRequest>, max_bytes
                 file.write_all(&chunk).await.map_err(Error::internal)?;
             }
             Some(Payload::Metadata(_)) => {
-                return Err(Error::invalid("metadata", "only the first message may carry metadata"));
+                return Err(Error::invalid(
+                    "metadata",
+                    "only the first message may carry metadata",
+                ));
             }
             None => return Err(Error::invalid("chunk", "a message must carry a chunk")),
         }
@@ -146,7 +173,11 @@ impl Spooled {
         buf.resize(CHUNK_BYTES, 0);
         let mut filled = 0;
         while filled < CHUNK_BYTES {
-            let n = self.file.read(&mut buf[filled..]).await.map_err(Error::internal)?;
+            let n = self
+                .file
+                .read(&mut buf[filled..])
+                .await
+                .map_err(Error::internal)?;
             if n == 0 {
                 break;
             }

@@ -23,9 +23,7 @@ use crate::{
     identity::{Identity, RequestContext, current_user},
     on_dialect,
     page::{PageTokens, page_size},
-    proto::audit::v1::{
-        self as pb, AuditOutcome, audit_service_server::AuditService,
-    },
+    proto::audit::v1::{self as pb, AuditOutcome, audit_service_server::AuditService},
     validate,
 };
 
@@ -86,7 +84,12 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(action: &'static str, actor: Actor, target_type: &'static str, target_id: impl ToString) -> Self {
+    pub fn new(
+        action: &'static str,
+        actor: Actor,
+        target_type: &'static str,
+        target_id: impl ToString,
+    ) -> Self {
         Self {
             action,
             actor,
@@ -179,16 +182,19 @@ impl Record {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Appends `event` inside `tx`; it commits or rolls back with the change.
 pub async fn append(tx: &mut Tx, ctx: &RequestContext, now: Timestamp, event: Event) -> Result<()> {
     // Bumping the head takes its row lock: concurrent writers queue here.
-    let bump = "UPDATE audit_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence, hash";
+    let bump =
+        "UPDATE audit_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence, hash";
     let (sequence, prev_hash): (i64, String) =
         on_dialect!(tx, t => sqlx::query_as(bump).fetch_one(&mut **t).await?);
     let mut record = Record {

@@ -6,10 +6,11 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    Decode, Encode, PgPool, pool::PoolConnection, Postgres, Sqlite, SqlitePool, Transaction, Type,
+    Decode, Encode, PgPool, Postgres, Sqlite, SqlitePool, Transaction, Type,
     encode::IsNull,
     error::BoxDynError,
     migrate::{MigrateError, Migrator},
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -117,7 +118,11 @@ impl Db {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(pool.acquire_timeout)
             .foreign_keys(true);
-        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             create_dir(dir)?;
         }
         let writer = SqlitePoolOptions::new()
@@ -251,8 +256,11 @@ impl Timestamp {
         self.0.div_euclid(1_000_000)
     }
 
-    pub fn add(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    pub fn plus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// How long from `self` until `later`; zero when `later` is not later.
@@ -328,6 +336,8 @@ impl Encode<'_, Postgres> for Timestamp {
 
 impl<'r> Decode<'r, Postgres> for Timestamp {
     fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(Self::from(<OffsetDateTime as Decode<Postgres>>::decode(value)?))
+        Ok(Self::from(<OffsetDateTime as Decode<Postgres>>::decode(
+            value,
+        )?))
     }
 }

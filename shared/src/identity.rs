@@ -65,7 +65,9 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn client_addr_string(&self) -> String {
-        self.client_addr.map(|a| a.ip().to_string()).unwrap_or_default()
+        self.client_addr
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
     }
 }
 

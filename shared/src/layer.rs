@@ -55,7 +55,11 @@ impl RpcLayer {
     /// `db` receives the `authz.denied` events.
     pub fn new(verifier: Arc<dyn TokenVerifier>, db: Db, clock: Clock) -> Self {
         Self {
-            shared: Arc::new(Shared { verifier, db, clock }),
+            shared: Arc::new(Shared {
+                verifier,
+                db,
+                clock,
+            }),
         }
     }
 }
@@ -123,16 +127,25 @@ where
             let mut response = match checked {
                 Ok(()) => {
                     req.extensions_mut().insert(ctx);
-                    REQUEST_ID.scope(request_id.clone(), inner.call(req)).await?
+                    REQUEST_ID
+                        .scope(request_id.clone(), inner.call(req))
+                        .await?
                 }
-                Err(error) => REQUEST_ID
-                    .scope(request_id.clone(), async { tonic::Status::from(error).into_http() })
-                    .await,
+                Err(error) => {
+                    REQUEST_ID
+                        .scope(request_id.clone(), async {
+                            tonic::Status::from(error).into_http()
+                        })
+                        .await
+                }
             };
             if let Some(header) = header {
                 response.headers_mut().insert(REQUEST_ID_HEADER, header);
             }
-            tracing::debug!(latency_us = started.elapsed().as_micros() as u64, "rpc done");
+            tracing::debug!(
+                latency_us = started.elapsed().as_micros() as u64,
+                "rpc done"
+            );
             Ok(response)
         };
         Box::pin(fut.instrument(span))
@@ -186,8 +199,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= MAX_REQUEST_ID_LEN
-                && v
-                    .bytes()
+                && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         })
         .map(str::to_owned)

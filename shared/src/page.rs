@@ -81,7 +81,10 @@ impl PageTokens {
         let (cursor, mac) = bytes.split_at(bytes.len() - MAC_BYTES);
         let expected = self.mac(scope, cursor);
         // Constant time: a MAC compared byte by byte leaks how much matched.
-        let diff = expected.iter().zip(mac).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected
+            .iter()
+            .zip(mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return Err(invalid());
         }

@@ -38,11 +38,12 @@ impl Role {
         use Permission::*;
         match self {
             Role::User => Permissions::of(&[DocumentsCreate, DocumentsReadOwn, DocumentsDeleteOwn]),
-            Role::Verifier => Role::User.permissions().union(Permissions::of(&[
-                DocumentsReadAny,
-                DocumentsReview,
-            ])),
-            Role::Auditor => Permissions::of(&[DocumentsReadOwn, DocumentsReadAny, UsersRead, AuditRead]),
+            Role::Verifier => Role::User
+                .permissions()
+                .union(Permissions::of(&[DocumentsReadAny, DocumentsReview])),
+            Role::Auditor => {
+                Permissions::of(&[DocumentsReadOwn, DocumentsReadAny, UsersRead, AuditRead])
+            }
             Role::Admin => Permissions::of(&Permission::ALL),
         }
     }
@@ -172,19 +173,55 @@ pub const METHODS: &[(&str, &str, Access)] = &[
     (USERS, "DisableUser", Access::AnyOf(&[UsersManage])),
     (USERS, "EnableUser", Access::AnyOf(&[UsersManage])),
     (USERS, "UnlockUser", Access::AnyOf(&[UsersManage])),
-    (DOCUMENTS, "UploadDocument", Access::AnyOf(&[DocumentsCreate])),
-    (DOCUMENTS, "GetDocument", Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny])),
-    (DOCUMENTS, "DownloadDocument", Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny])),
-    (DOCUMENTS, "ListDocuments", Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny])),
-    (DOCUMENTS, "VerifyDocument", Access::AnyOf(&[DocumentsReview])),
-    (DOCUMENTS, "RejectDocument", Access::AnyOf(&[DocumentsReview])),
-    (DOCUMENTS, "DeleteDocument", Access::AnyOf(&[DocumentsDeleteOwn, DocumentsDeleteAny])),
+    (
+        DOCUMENTS,
+        "UploadDocument",
+        Access::AnyOf(&[DocumentsCreate]),
+    ),
+    (
+        DOCUMENTS,
+        "GetDocument",
+        Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny]),
+    ),
+    (
+        DOCUMENTS,
+        "DownloadDocument",
+        Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny]),
+    ),
+    (
+        DOCUMENTS,
+        "ListDocuments",
+        Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny]),
+    ),
+    (
+        DOCUMENTS,
+        "VerifyDocument",
+        Access::AnyOf(&[DocumentsReview]),
+    ),
+    (
+        DOCUMENTS,
+        "RejectDocument",
+        Access::AnyOf(&[DocumentsReview]),
+    ),
+    (
+        DOCUMENTS,
+        "DeleteDocument",
+        Access::AnyOf(&[DocumentsDeleteOwn, DocumentsDeleteAny]),
+    ),
     (AUDIT, "ListAuditEvents", Access::AnyOf(&[AuditRead])),
     (AUDIT, "VerifyAuditChain", Access::AnyOf(&[AuditRead])),
     ("/grpc.health.v1.Health/", "Check", Access::Public),
     ("/grpc.health.v1.Health/", "Watch", Access::Public),
-    ("/grpc.reflection.v1.ServerReflection/", "ServerReflectionInfo", Access::Public),
-    ("/grpc.reflection.v1alpha.ServerReflection/", "ServerReflectionInfo", Access::Public),
+    (
+        "/grpc.reflection.v1.ServerReflection/",
+        "ServerReflectionInfo",
+        Access::Public,
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/",
+        "ServerReflectionInfo",
+        Access::Public,
+    ),
 ];
 
 static BY_PATH: LazyLock<HashMap<String, Access>> = LazyLock::new(|| {
@@ -242,13 +279,22 @@ mod tests {
     #[test]
     fn every_served_rpc_has_exactly_one_policy_entry() {
         let served = served_methods();
-        assert!(served.len() >= METHODS.len(), "descriptor sets decoded: {served:?}");
+        assert!(
+            served.len() >= METHODS.len(),
+            "descriptor sets decoded: {served:?}"
+        );
         for path in &served {
-            assert!(access(path).is_some(), "{path} is served but missing from the policy table");
+            assert!(
+                access(path).is_some(),
+                "{path} is served but missing from the policy table"
+            );
         }
         for (service, method, _) in METHODS {
             let path = format!("{service}{method}");
-            assert!(served.contains(&path), "{path} is in the policy table but served by nobody");
+            assert!(
+                served.contains(&path),
+                "{path} is in the policy table but served by nobody"
+            );
         }
         assert_eq!(BY_PATH.len(), METHODS.len(), "a method is listed twice");
     }
@@ -257,14 +303,34 @@ mod tests {
     fn roles_grant_what_the_design_says() {
         use Permission::*;
         let user = Role::User.permissions();
-        assert!(user.contains(DocumentsCreate) && user.contains(DocumentsReadOwn) && user.contains(DocumentsDeleteOwn));
+        assert!(
+            user.contains(DocumentsCreate)
+                && user.contains(DocumentsReadOwn)
+                && user.contains(DocumentsDeleteOwn)
+        );
         assert!(!user.contains(DocumentsReadAny) && !user.contains(UsersRead));
         let verifier = Role::Verifier.permissions();
-        assert!(verifier.contains(DocumentsReview) && verifier.contains(DocumentsReadAny) && verifier.contains(DocumentsCreate));
+        assert!(
+            verifier.contains(DocumentsReview)
+                && verifier.contains(DocumentsReadAny)
+                && verifier.contains(DocumentsCreate)
+        );
         let auditor = Role::Auditor.permissions();
-        assert!(auditor.contains(AuditRead) && auditor.contains(UsersRead) && auditor.contains(DocumentsReadAny));
-        assert!(!auditor.contains(DocumentsCreate) && !auditor.contains(DocumentsReview) && !auditor.contains(UsersManage));
-        assert!(Permission::ALL.iter().all(|p| Role::Admin.permissions().contains(*p)));
+        assert!(
+            auditor.contains(AuditRead)
+                && auditor.contains(UsersRead)
+                && auditor.contains(DocumentsReadAny)
+        );
+        assert!(
+            !auditor.contains(DocumentsCreate)
+                && !auditor.contains(DocumentsReview)
+                && !auditor.contains(UsersManage)
+        );
+        assert!(
+            Permission::ALL
+                .iter()
+                .all(|p| Role::Admin.permissions().contains(*p))
+        );
         assert_eq!(access("/docverify.auth.v1.AuthService/Nope"), None);
     }
 }

@@ -39,7 +39,10 @@ pub fn reflection() -> Result<(
 pub fn graceful(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
-) -> (impl Future<Output = ()> + Send, impl Future<Output = ()> + Send) {
+) -> (
+    impl Future<Output = ()> + Send,
+    impl Future<Output = ()> + Send,
+) {
     let (tx, mut rx) = watch::channel(false);
     let signal = async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -48,7 +51,10 @@ pub fn graceful(
         shutdown.await;
         let _ = tx.send(true);
         tokio::time::sleep(drain).await;
-        tracing::warn!(?drain, "drain timeout reached; closing remaining connections");
+        tracing::warn!(
+            ?drain,
+            "drain timeout reached; closing remaining connections"
+        );
     };
     (signal, deadline)
 }

@@ -43,7 +43,8 @@ impl TestDb {
                 }
             }
             _ => {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+                let dir =
+                    tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
                 let url = format!("sqlite://{}/{label}.db", dir.path().display());
                 Self {
                     url,
@@ -64,13 +65,20 @@ impl Drop for TestDb {
             let (server, db) = (server.clone(), name.clone());
             // Drop runs outside any runtime we may block: use a thread of our own.
             let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 runtime.block_on(async {
-                    let mut admin = PgConnection::connect(&format!("{server}/postgres")).await.ok()?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
-                        .execute(&mut admin)
+                    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
                         .await
                         .ok()?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await
+                    .ok()?;
                     admin.close().await.ok()
                 })
             })
@@ -112,7 +120,9 @@ pub fn assert_error<T: std::fmt::Debug>(
     assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
     assert_eq!(info.domain, crate::error::ERROR_DOMAIN);
     assert!(
-        details.request_info().is_some_and(|r| !r.request_id.is_empty()),
+        details
+            .request_info()
+            .is_some_and(|r| !r.request_id.is_empty()),
         "every error names its request id: {status:?}"
     );
     status
@@ -156,7 +166,11 @@ pub async fn connect_when_ready(addr: std::net::SocketAddr) -> tonic::transport:
     };
     let mut health = HealthClient::new(channel.clone());
     for _ in 0..400 {
-        let check = health.check(HealthCheckRequest { service: String::new() }).await;
+        let check = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
         if check.is_ok() {
             return channel;
         }

@@ -15,12 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{
-    db::Timestamp,
-    error::Error,
-    identity::Identity,
-    policy::Role,
-};
+use crate::{db::Timestamp, error::Error, identity::Identity, policy::Role};
 
 pub const ISSUER: &str = "docverify-auth";
 pub const AUDIENCE: &str = "docverify";
@@ -178,10 +173,9 @@ pub fn token_kid(token: &str) -> Result<String, TokenError> {
     if header.alg != "EdDSA" {
         return Err(TokenError::Header);
     }
-    if !header
-        .typ
-        .is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"))
-    {
+    if !header.typ.is_some_and(|t| {
+        t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
+    }) {
         return Err(TokenError::Header);
     }
     header.kid.ok_or(TokenError::Header)

@@ -24,7 +24,10 @@ pub fn text(field: &str, raw: &str, required: bool, max: usize) -> Result<String
         return Err(Error::invalid(field, "is required"));
     }
     if value.chars().count() > max {
-        return Err(Error::invalid(field, format!("must be at most {max} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));

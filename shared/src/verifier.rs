@@ -18,7 +18,9 @@ use crate::{
     error::{Error, Result},
     identity::Identity,
     policy::Role,
-    proto::auth::v1::{ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient},
+    proto::auth::v1::{
+        ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
+    },
     token::{KeySet, TokenError, token_kid},
 };
 
@@ -73,7 +75,9 @@ impl JwksVerifier {
             .clone()
             .list_signing_keys(ListSigningKeysRequest {})
             .await
-            .map_err(|s| Error::unavailable(format!("auth-service ListSigningKeys: {}", s.message())))?
+            .map_err(|s| {
+                Error::unavailable(format!("auth-service ListSigningKeys: {}", s.message()))
+            })?
             .into_inner();
         let keys = KeySet::new(
             response
@@ -96,12 +100,18 @@ impl JwksVerifier {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let Some(verifier) = this.upgrade() else { return };
+                let Some(verifier) = this.upgrade() else {
+                    return;
+                };
                 let wait = match verifier.fetch().await {
                     Ok(()) => every,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot fetch signing keys; keeping the ones we have");
-                        if verifier.current().is_some() { every.min(Duration::from_secs(30)) } else { INITIAL_RETRY }
+                        if verifier.current().is_some() {
+                            every.min(Duration::from_secs(30))
+                        } else {
+                            INITIAL_RETRY
+                        }
                     }
                 };
                 drop(verifier);
@@ -165,7 +175,9 @@ impl TokenVerifier for RemoteVerifier {
                     access_token: token.to_owned(),
                 })
                 .await
-                .map_err(|s| Error::unavailable(format!("auth-service ValidateToken: {}", s.message())))?
+                .map_err(|s| {
+                    Error::unavailable(format!("auth-service ValidateToken: {}", s.message()))
+                })?
                 .into_inner();
             if !response.active {
                 return Err(TokenError::Signature.into());

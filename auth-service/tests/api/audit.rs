@@ -23,7 +23,10 @@ async fn the_chain_is_valid_and_append_only() {
     let mut expected: Vec<i64> = (1..=events.len() as i64).collect();
     expected.reverse();
     assert_eq!(sequences, expected, "gapless, newest first");
-    let registered = events.iter().find(|e| e.action == "user.registered" && e.actor_email == "tess@example.com").unwrap();
+    let registered = events
+        .iter()
+        .find(|e| e.action == "user.registered" && e.actor_email == "tess@example.com")
+        .unwrap();
     assert!(!registered.request_id.is_empty());
     assert_eq!(registered.client_addr, "127.0.0.1");
 
@@ -34,7 +37,10 @@ async fn the_chain_is_valid_and_append_only() {
     assert!(delete.is_err(), "DELETE must be refused by the database");
     if app.db.is_postgres() {
         let truncate = on_dialect!(db.writer(), p => sqlx::query("TRUNCATE audit_events").execute(p).await.map(|_| ()));
-        assert!(truncate.is_err(), "TRUNCATE must be refused by the database");
+        assert!(
+            truncate.is_err(),
+            "TRUNCATE must be refused by the database"
+        );
     }
     db.close().await;
 }
@@ -45,7 +51,13 @@ async fn tampering_is_found_and_named() {
     app.user("uma@example.com").await;
     app.user("vic@example.com").await;
     let admin = app.admin().await;
-    let target = app.events(&admin.access_token, "user.registered").await.last().unwrap().sequence + 1;
+    let target = app
+        .events(&admin.access_token, "user.registered")
+        .await
+        .last()
+        .unwrap()
+        .sequence
+        + 1;
 
     // Behind the service's back: drop the trigger, edit a row, put it back.
     let db = raw_db(&app).await;
@@ -53,7 +65,11 @@ async fn tampering_is_found_and_named() {
                           BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END";
     let pg_trigger = "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
                       FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()";
-    let drop = if app.db.is_postgres() { "DROP TRIGGER audit_events_no_update ON audit_events" } else { "DROP TRIGGER audit_events_no_update" };
+    let drop = if app.db.is_postgres() {
+        "DROP TRIGGER audit_events_no_update ON audit_events"
+    } else {
+        "DROP TRIGGER audit_events_no_update"
+    };
     on_dialect!(db.writer(), p => {
         sqlx::query(sqlx::AssertSqlSafe(drop)).execute(p).await.unwrap();
         sqlx::query("UPDATE audit_events SET actor_email = 'someone-else@example.com' WHERE sequence = $1")
@@ -71,7 +87,8 @@ async fn tampering_is_found_and_named() {
     let url = app.db.url.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = <auth_service::Config as clap::FromArgMatches>::from_arg_matches(
-        &<auth_service::Config as clap::Args>::augment_args(clap::Command::new("t")).get_matches_from(["t"]),
+        &<auth_service::Config as clap::Args>::augment_args(clap::Command::new("t"))
+            .get_matches_from(["t"]),
     )
     .unwrap();
     config.database_url = url;
@@ -79,7 +96,11 @@ async fn tampering_is_found_and_named() {
     let message = format!("{:?}", refused.expect_err("must refuse to serve"));
     assert!(message.contains("audit_events_no_update"), "{message}");
 
-    let create = if app.db.is_postgres() { pg_trigger } else { sqlite_trigger };
+    let create = if app.db.is_postgres() {
+        pg_trigger
+    } else {
+        sqlite_trigger
+    };
     on_dialect!(db.writer(), p => sqlx::query(sqlx::AssertSqlSafe(create)).execute(p).await.map(|_| ())).unwrap();
     db.close().await;
 }
@@ -125,7 +146,10 @@ async fn migrations_apply_from_empty_and_refuse_a_newer_schema() {
     .await
     .map(|_| ()))
     .unwrap();
-    let refused = db.migrate(auth_service::MIGRATIONS).await.expect_err("newer schema");
+    let refused = db
+        .migrate(auth_service::MIGRATIONS)
+        .await
+        .expect_err("newer schema");
     assert!(format!("{refused:?}").contains("newer"), "{refused:?}");
     db.close().await;
 }

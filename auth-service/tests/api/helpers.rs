@@ -6,11 +6,21 @@ use std::net::SocketAddr;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use clap::Parser;
-use jsonwebtoken::{EncodingKey, jwk::{Jwk, ThumbprintHash}};
+use jsonwebtoken::{
+    EncodingKey,
+    jwk::{Jwk, ThumbprintHash},
+};
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use shared::testkit::{
+    assert_error, bearer, concurrently, connect_when_ready, violated_fields,
+};
 use shared::{
     clock::{Clock, ManualClock},
     proto::{
-        audit::v1::{audit_service_client::AuditServiceClient, VerifyAuditChainRequest, ListAuditEventsRequest, AuditEvent},
+        audit::v1::{
+            AuditEvent, ListAuditEventsRequest, VerifyAuditChainRequest,
+            audit_service_client::AuditServiceClient,
+        },
         auth::v1::{
             self as pb, auth_service_client::AuthServiceClient,
             user_service_client::UserServiceClient,
@@ -18,8 +28,6 @@ use shared::{
     },
     testkit::TestDb,
 };
-#[allow(unused_imports)] // each test crate uses its own subset
-pub use shared::testkit::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{Status, transport::Channel};
 
@@ -43,7 +51,8 @@ pub struct TestKey {
 impl TestKey {
     pub fn generate() -> Self {
         let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
         ];
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).unwrap();
@@ -83,7 +92,10 @@ pub async fn spawn_app_on(addr: SocketAddr) -> TestApp {
     spawn(TcpListener::bind(addr).await.unwrap(), |_| {}).await
 }
 
-async fn spawn(listener: TcpListener, customize: impl FnOnce(&mut auth_service::Config)) -> TestApp {
+async fn spawn(
+    listener: TcpListener,
+    customize: impl FnOnce(&mut auth_service::Config),
+) -> TestApp {
     let db = TestDb::fresh("auth").await;
     let key = TestKey::generate();
     let key_dir = tempfile::tempdir().unwrap();
@@ -172,7 +184,10 @@ impl TestApp {
             .map(|r| r.into_inner().user.unwrap())
     }
 
-    pub async fn verify_chain(&self, token: &str) -> shared::proto::audit::v1::VerifyAuditChainResponse {
+    pub async fn verify_chain(
+        &self,
+        token: &str,
+    ) -> shared::proto::audit::v1::VerifyAuditChainResponse {
         self.audit()
             .verify_audit_chain(bearer(VerifyAuditChainRequest {}, token))
             .await
@@ -217,4 +232,3 @@ impl Drop for TestApp {
         }
     }
 }
-

@@ -10,12 +10,14 @@ async fn wrong_password_and_unknown_email_look_alike() {
     let app = spawn_app().await;
     app.register("dave@example.com").await;
     let wrong = assert_error(
-        app.login("dave@example.com", "not the right passphrase").await,
+        app.login("dave@example.com", "not the right passphrase")
+            .await,
         Code::Unauthenticated,
         "INVALID_CREDENTIALS",
     );
     let unknown = assert_error(
-        app.login("nobody@example.com", "not the right passphrase").await,
+        app.login("nobody@example.com", "not the right passphrase")
+            .await,
         Code::Unauthenticated,
         "INVALID_CREDENTIALS",
     );
@@ -28,47 +30,113 @@ async fn throttling_after_five_failures_with_retry_info() {
     let email = "erin@example.com";
     app.register(email).await;
     for _ in 0..5 {
-        assert_error(app.login(email, "wrong wrong wrong").await, Code::Unauthenticated, "INVALID_CREDENTIALS");
+        assert_error(
+            app.login(email, "wrong wrong wrong").await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
     }
     // Even the right password is refused while throttled.
-    let status = assert_error(app.login(email, PASSWORD).await, Code::ResourceExhausted, "LOGIN_THROTTLED");
-    let retry = status.get_error_details().retry_info().unwrap().retry_delay.unwrap();
-    assert!(retry <= Duration::from_secs(60) && retry > Duration::from_secs(50), "{retry:?}");
+    let status = assert_error(
+        app.login(email, PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    assert!(
+        retry <= Duration::from_secs(60) && retry > Duration::from_secs(50),
+        "{retry:?}"
+    );
 
     // Refused attempts do not extend the delay.
     app.clock.advance(Duration::from_secs(30));
-    let status = assert_error(app.login(email, PASSWORD).await, Code::ResourceExhausted, "LOGIN_THROTTLED");
-    let retry = status.get_error_details().retry_info().unwrap().retry_delay.unwrap();
+    let status = assert_error(
+        app.login(email, PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
     assert!(retry <= Duration::from_secs(30), "{retry:?}");
 
     // After the delay one more guess is checked; failing doubles the delay.
     app.clock.advance(Duration::from_secs(31));
-    assert_error(app.login(email, "wrong again wrong").await, Code::Unauthenticated, "INVALID_CREDENTIALS");
-    let status = assert_error(app.login(email, PASSWORD).await, Code::ResourceExhausted, "LOGIN_THROTTLED");
-    let retry = status.get_error_details().retry_info().unwrap().retry_delay.unwrap();
-    assert!(retry > Duration::from_secs(110) && retry <= Duration::from_secs(120), "{retry:?}");
+    assert_error(
+        app.login(email, "wrong again wrong").await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
+    let status = assert_error(
+        app.login(email, PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    assert!(
+        retry > Duration::from_secs(110) && retry <= Duration::from_secs(120),
+        "{retry:?}"
+    );
 
     // Never permanent, capped at 15 minutes: wait it out and log in.
     app.clock.advance(Duration::from_secs(121));
     app.login(email, PASSWORD).await.unwrap();
     // Success reset the counter: five more failures are allowed again.
     for _ in 0..5 {
-        assert_error(app.login(email, "wrong wrong wrong").await, Code::Unauthenticated, "INVALID_CREDENTIALS");
+        assert_error(
+            app.login(email, "wrong wrong wrong").await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
     }
-    assert_error(app.login(email, PASSWORD).await, Code::ResourceExhausted, "LOGIN_THROTTLED");
+    assert_error(
+        app.login(email, PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
 
     let admin = app.admin().await;
-    assert!(!app.events(&admin.access_token, "auth.login_throttled").await.is_empty());
-    assert_eq!(app.events(&admin.access_token, "auth.login_failed").await.len(), 11);
+    assert!(
+        !app.events(&admin.access_token, "auth.login_throttled")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        app.events(&admin.access_token, "auth.login_failed")
+            .await
+            .len(),
+        11
+    );
 }
 
 #[tokio::test]
 async fn unknown_emails_are_throttled_too() {
     let app = spawn_app().await;
     for _ in 0..5 {
-        assert_error(app.login("ghost@example.com", "whatever it is").await, Code::Unauthenticated, "INVALID_CREDENTIALS");
+        assert_error(
+            app.login("ghost@example.com", "whatever it is").await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
     }
-    assert_error(app.login("ghost@example.com", "whatever it is").await, Code::ResourceExhausted, "LOGIN_THROTTLED");
+    assert_error(
+        app.login("ghost@example.com", "whatever it is").await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,13 +158,24 @@ async fn parallel_guesses_never_exceed_the_allowance() {
     let results = concurrently(guesses).await;
     let checked = results
         .iter()
-        .filter(|r| r.as_ref().err().is_some_and(|s| s.code() == Code::Unauthenticated))
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .is_some_and(|s| s.code() == Code::Unauthenticated)
+        })
         .count();
     let throttled = results
         .iter()
-        .filter(|r| r.as_ref().err().is_some_and(|s| s.code() == Code::ResourceExhausted))
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .is_some_and(|s| s.code() == Code::ResourceExhausted)
+        })
         .count();
-    assert_eq!(checked, 5, "exactly the allowed attempts reached the hash check");
+    assert_eq!(
+        checked, 5,
+        "exactly the allowed attempts reached the hash check"
+    );
     assert_eq!(throttled, 25);
 }
 
@@ -108,10 +187,19 @@ async fn unlock_user_clears_throttling() {
     for _ in 0..5 {
         let _ = app.login(email, "wrong wrong wrong").await;
     }
-    assert_error(app.login(email, PASSWORD).await, Code::ResourceExhausted, "LOGIN_THROTTLED");
+    assert_error(
+        app.login(email, PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
     let admin = app.admin().await;
     app.users()
-        .unlock_user(bearer(shared::proto::auth::v1::UnlockUserRequest { user_id: user.id.clone() }, &admin.access_token))
+        .unlock_user(bearer(
+            shared::proto::auth::v1::UnlockUserRequest {
+                user_id: user.id.clone(),
+            },
+            &admin.access_token,
+        ))
         .await
         .unwrap();
     app.login(email, PASSWORD).await.unwrap();

@@ -1,6 +1,7 @@
 //! auth-service over the wire: one test binary (each links the whole world).
 //! Every test starts the real service on port 0 with a fresh database:
 //! SQLite by default, PostgreSQL when DOCVERIFY_TEST_POSTGRES is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step fails the test
 
 mod audit;
 mod helpers;

@@ -7,7 +7,10 @@ use shared::proto::auth::v1 as pb;
 async fn register_login_and_me() {
     let app = spawn_app().await;
     let user = app.register("  Alice@Example.COM ").await;
-    assert_eq!(user.email, "alice@example.com", "email is trimmed and lower-cased");
+    assert_eq!(
+        user.email, "alice@example.com",
+        "email is trimmed and lower-cased"
+    );
     assert_eq!(user.roles, vec!["user"]);
     assert!(!user.disabled);
     assert_eq!(user.id.len(), 36);
@@ -93,5 +96,9 @@ async fn password_policy() {
     attempt("carol@example.com", long.clone()).await.unwrap();
     app.login("carol@example.com", &long).await.unwrap();
     let truncated: String = long.chars().take(127).collect();
-    assert_error(app.login("carol@example.com", &truncated).await, Code::Unauthenticated, "INVALID_CREDENTIALS");
+    assert_error(
+        app.login("carol@example.com", &truncated).await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
 }

@@ -5,7 +5,9 @@ use shared::proto::auth::v1 as pb;
 
 async fn refresh(app: &TestApp, token: &str) -> Result<pb::RefreshTokenResponse, tonic::Status> {
     app.auth()
-        .refresh_token(pb::RefreshTokenRequest { refresh_token: token.to_owned() })
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: token.to_owned(),
+        })
         .await
         .map(tonic::Response::into_inner)
 }
@@ -20,18 +22,36 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let third = refresh(&app, &second.refresh_token).await.unwrap();
 
     // Replaying a spent token is theft: the whole family dies, newest included.
-    assert_error(refresh(&app, &first.refresh_token).await, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
-    assert_error(refresh(&app, &third.refresh_token).await, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
+    assert_error(
+        refresh(&app, &first.refresh_token).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
+    assert_error(
+        refresh(&app, &third.refresh_token).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
 
     // Another login is another family, unaffected.
     let other = app.login("hana@example.com", PASSWORD).await.unwrap();
     refresh(&app, &other.refresh_token).await.unwrap();
 
     let admin = app.admin().await;
-    let reuse = app.events(&admin.access_token, "token.reuse_detected").await;
+    let reuse = app
+        .events(&admin.access_token, "token.reuse_detected")
+        .await;
     assert_eq!(reuse.len(), 1);
-    assert_eq!(reuse[0].outcome, shared::proto::audit::v1::AuditOutcome::Denied as i32);
-    assert_eq!(app.events(&admin.access_token, "token.refreshed").await.len(), 3);
+    assert_eq!(
+        reuse[0].outcome,
+        shared::proto::audit::v1::AuditOutcome::Denied as i32
+    );
+    assert_eq!(
+        app.events(&admin.access_token, "token.refreshed")
+            .await
+            .len(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,14 +61,24 @@ async fn concurrent_uses_of_one_token_have_one_winner() {
     let attempts = (0..8).map(|_| {
         let mut client = app.auth();
         let token = login.refresh_token.clone();
-        async move { client.refresh_token(pb::RefreshTokenRequest { refresh_token: token }).await }
+        async move {
+            client
+                .refresh_token(pb::RefreshTokenRequest {
+                    refresh_token: token,
+                })
+                .await
+        }
     });
     let results = concurrently(attempts).await;
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "exactly one use succeeds");
     // The losers took the reuse path: the winner's new token is revoked too.
     let newest = winners[0].get_ref().refresh_token.clone();
-    assert_error(refresh(&app, &newest).await, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
+    assert_error(
+        refresh(&app, &newest).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
 }
 
 #[tokio::test]
@@ -57,26 +87,49 @@ async fn logout_revokes_the_family() {
     let login = app.user("judy@example.com").await;
     let rotated = refresh(&app, &login.refresh_token).await.unwrap();
     app.auth()
-        .logout(pb::LogoutRequest { refresh_token: rotated.refresh_token.clone() })
+        .logout(pb::LogoutRequest {
+            refresh_token: rotated.refresh_token.clone(),
+        })
         .await
         .unwrap();
-    assert_error(refresh(&app, &rotated.refresh_token).await, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
+    assert_error(
+        refresh(&app, &rotated.refresh_token).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
     // Logging out with an unknown token reveals nothing and changes nothing.
     app.auth()
-        .logout(pb::LogoutRequest { refresh_token: "unknown".into() })
+        .logout(pb::LogoutRequest {
+            refresh_token: "unknown".into(),
+        })
         .await
         .unwrap();
     let admin = app.admin().await;
-    assert_eq!(app.events(&admin.access_token, "auth.logout").await.len(), 1);
+    assert_eq!(
+        app.events(&admin.access_token, "auth.logout").await.len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn refresh_and_access_tokens_are_not_interchangeable() {
     let app = spawn_app().await;
     let login = app.user("karl@example.com").await;
-    assert_error(app.me(&login.refresh_token).await, Code::Unauthenticated, "INVALID_TOKEN");
-    assert_error(refresh(&app, &login.access_token).await, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
-    assert_error(refresh(&app, "").await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_error(
+        app.me(&login.refresh_token).await,
+        Code::Unauthenticated,
+        "INVALID_TOKEN",
+    );
+    assert_error(
+        refresh(&app, &login.access_token).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
+    assert_error(
+        refresh(&app, "").await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
 }
 
 #[tokio::test]
@@ -110,19 +163,36 @@ async fn change_password_revokes_every_session() {
         .await
         .unwrap();
     for session in [&first, &second] {
-        assert_error(refresh(&app, &session.refresh_token).await, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
+        assert_error(
+            refresh(&app, &session.refresh_token).await,
+            Code::Unauthenticated,
+            "INVALID_REFRESH_TOKEN",
+        );
         // auth-service checks the token generation: old access tokens die at once.
-        assert_error(app.me(&session.access_token).await, Code::Unauthenticated, "INVALID_TOKEN");
+        assert_error(
+            app.me(&session.access_token).await,
+            Code::Unauthenticated,
+            "INVALID_TOKEN",
+        );
     }
-    assert_error(app.login(email, PASSWORD).await, Code::Unauthenticated, "INVALID_CREDENTIALS");
+    assert_error(
+        app.login(email, PASSWORD).await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
     let fresh = app.login(email, new_password).await.unwrap();
     app.me(&fresh.access_token).await.unwrap();
 
     let validate = app
         .auth()
-        .validate_token(pb::ValidateTokenRequest { access_token: first.access_token.clone() })
+        .validate_token(pb::ValidateTokenRequest {
+            access_token: first.access_token.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(!validate.active, "a token from before the password change is inactive");
+    assert!(
+        !validate.active,
+        "a token from before the password change is inactive"
+    );
 }

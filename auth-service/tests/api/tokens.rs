@@ -42,10 +42,16 @@ fn raw(header: Value, claims: &Value, signature: &[u8]) -> String {
 async fn inactive(app: &TestApp, token: &str, why: &str) {
     let status = app.me(token).await.expect_err(why);
     assert_eq!(status.code(), Code::Unauthenticated, "{why}: {status:?}");
-    assert_eq!(status.message(), "invalid or expired access token", "{why}: nothing is learned from the message");
+    assert_eq!(
+        status.message(),
+        "invalid or expired access token",
+        "{why}: nothing is learned from the message"
+    );
     let v = app
         .auth()
-        .validate_token(pb::ValidateTokenRequest { access_token: token.to_owned() })
+        .validate_token(pb::ValidateTokenRequest {
+            access_token: token.to_owned(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -60,13 +66,19 @@ async fn a_well_formed_token_from_our_key_is_accepted() {
     assert_eq!(app.me(&token).await.unwrap().id, user.id);
     let v = app
         .auth()
-        .validate_token(pb::ValidateTokenRequest { access_token: token })
+        .validate_token(pb::ValidateTokenRequest {
+            access_token: token,
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(v.active);
     assert_eq!(v.user_id, user.id);
-    assert_eq!(v.roles, vec!["user"], "ValidateToken reports the user's current roles");
+    assert_eq!(
+        v.roles,
+        vec!["user"],
+        "ValidateToken reports the user's current roles"
+    );
     assert!(v.expires_at.is_some());
 }
 
@@ -84,25 +96,105 @@ async fn forged_and_broken_tokens_are_refused() {
     };
 
     let mut cases: Vec<(&str, String)> = vec![
-        ("alg none", raw(json!({"alg": "none", "typ": "at+jwt", "kid": kid}), &good, b"")),
-        ("RS256 header", raw(json!({"alg": "RS256", "typ": "at+jwt", "kid": kid}), &good, &[7; 256])),
-        ("ES256 header", raw(json!({"alg": "ES256", "typ": "at+jwt", "kid": kid}), &good, &[7; 64])),
+        (
+            "alg none",
+            raw(
+                json!({"alg": "none", "typ": "at+jwt", "kid": kid}),
+                &good,
+                b"",
+            ),
+        ),
+        (
+            "RS256 header",
+            raw(
+                json!({"alg": "RS256", "typ": "at+jwt", "kid": kid}),
+                &good,
+                &[7; 256],
+            ),
+        ),
+        (
+            "ES256 header",
+            raw(
+                json!({"alg": "ES256", "typ": "at+jwt", "kid": kid}),
+                &good,
+                &[7; 64],
+            ),
+        ),
         ("unknown kid", signed(&header("no-such-key"), &good)),
         ("path kid", signed(&header("../../etc/passwd"), &good)),
         ("sql kid", signed(&header("x' OR '1'='1"), &good)),
         ("long kid", signed(&header(&"k".repeat(4000)), &good)),
-        ("other key", sign(&TestKey::generate().key, &header(&kid), &good)),
-        ("expired", signed(&header(&kid), &with(&|c| c["exp"] = json!(now() - 31)))),
-        ("not yet valid", signed(&header(&kid), &with(&|c| c["nbf"] = json!(now() + 120)))),
-        ("issued in the future", signed(&header(&kid), &with(&|c| c["iat"] = json!(now() + 120)))),
-        ("wrong audience", signed(&header(&kid), &with(&|c| c["aud"] = json!("someone-else")))),
-        ("no audience", signed(&header(&kid), &with(&|c| { c.as_object_mut().unwrap().remove("aud"); }))),
-        ("wrong issuer", signed(&header(&kid), &with(&|c| c["iss"] = json!("evil")))),
-        ("no issuer", signed(&header(&kid), &with(&|c| { c.as_object_mut().unwrap().remove("iss"); }))),
-        ("no subject", signed(&header(&kid), &with(&|c| { c.as_object_mut().unwrap().remove("sub"); }))),
-        ("subject not a user id", signed(&header(&kid), &with(&|c| c["sub"] = json!("admin")))),
-        ("no expiry", signed(&header(&kid), &with(&|c| { c.as_object_mut().unwrap().remove("exp"); }))),
-        ("over 8 KiB", signed(&header(&kid), &with(&|c| c["pad"] = json!("p".repeat(9000))))),
+        (
+            "other key",
+            sign(&TestKey::generate().key, &header(&kid), &good),
+        ),
+        (
+            "expired",
+            signed(&header(&kid), &with(&|c| c["exp"] = json!(now() - 31))),
+        ),
+        (
+            "not yet valid",
+            signed(&header(&kid), &with(&|c| c["nbf"] = json!(now() + 120))),
+        ),
+        (
+            "issued in the future",
+            signed(&header(&kid), &with(&|c| c["iat"] = json!(now() + 120))),
+        ),
+        (
+            "wrong audience",
+            signed(&header(&kid), &with(&|c| c["aud"] = json!("someone-else"))),
+        ),
+        (
+            "no audience",
+            signed(
+                &header(&kid),
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("aud");
+                }),
+            ),
+        ),
+        (
+            "wrong issuer",
+            signed(&header(&kid), &with(&|c| c["iss"] = json!("evil"))),
+        ),
+        (
+            "no issuer",
+            signed(
+                &header(&kid),
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("iss");
+                }),
+            ),
+        ),
+        (
+            "no subject",
+            signed(
+                &header(&kid),
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("sub");
+                }),
+            ),
+        ),
+        (
+            "subject not a user id",
+            signed(&header(&kid), &with(&|c| c["sub"] = json!("admin"))),
+        ),
+        (
+            "no expiry",
+            signed(
+                &header(&kid),
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+            ),
+        ),
+        (
+            "over 8 KiB",
+            signed(
+                &header(&kid),
+                &with(&|c| c["pad"] = json!("p".repeat(9000))),
+            ),
+        ),
         ("garbage", "not.a.token".to_owned()),
         ("empty segments", "..".to_owned()),
     ];
@@ -117,17 +209,17 @@ async fn forged_and_broken_tokens_are_refused() {
     cases.push(("x5u header", signed(&x5u, &good)));
     let attacker = TestKey::generate();
     let mut embedded = header(&attacker.kid);
-    embedded.jwk = Some(jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker.key, Algorithm::EdDSA).unwrap());
+    embedded.jwk =
+        Some(jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker.key, Algorithm::EdDSA).unwrap());
     cases.push(("embedded jwk", sign(&attacker.key, &embedded, &good)));
-    cases.push((
-        "crit header",
-        {
-            let token = signed(&header(&kid), &good);
-            let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-            parts[0] = URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid, "crit": ["exp"]}).to_string());
-            parts.join(".")
-        },
-    ));
+    cases.push(("crit header", {
+        let token = signed(&header(&kid), &good);
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[0] = URL_SAFE_NO_PAD.encode(
+            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid, "crit": ["exp"]}).to_string(),
+        );
+        parts.join(".")
+    }));
     // HS256 signed with the public key as the secret (key confusion).
     let public = app
         .auth()
@@ -141,15 +233,24 @@ async fn forged_and_broken_tokens_are_refused() {
     let mut hs = Header::new(Algorithm::HS256);
     hs.typ = Some("at+jwt".into());
     hs.kid = Some(kid.clone());
-    cases.push(("HS256 key confusion", sign(&EncodingKey::from_secret(&public), &hs, &good)));
+    cases.push((
+        "HS256 key confusion",
+        sign(&EncodingKey::from_secret(&public), &hs, &good),
+    ));
     // One payload byte changed (roles tampered), signature kept.
     let token = signed(&header(&kid), &good);
     let parts: Vec<&str> = token.split('.').collect();
-    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["roles"] = json!(["admin", "auditor"]);
     cases.push((
         "tampered roles",
-        format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.to_string()), parts[2]),
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(payload.to_string()),
+            parts[2]
+        ),
     ));
 
     for (why, token) in &cases {
@@ -164,7 +265,9 @@ async fn disabled_users_tokens_become_inactive() {
     let admin = app.admin().await;
     app.users()
         .disable_user(bearer(
-            pb::DisableUserRequest { user_id: login.user.as_ref().unwrap().id.clone() },
+            pb::DisableUserRequest {
+                user_id: login.user.as_ref().unwrap().id.clone(),
+            },
             &admin.access_token,
         ))
         .await
@@ -191,7 +294,10 @@ async fn published_keys_are_public_only() {
     assert_eq!(jwk["crv"], "Ed25519");
     assert_eq!(jwk["use"], "sig");
     assert_eq!(jwk["kid"], app.key.kid);
-    assert_eq!(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(), keys.keys[0].public_key);
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(),
+        keys.keys[0].public_key
+    );
     assert!(jwk.get("d").is_none(), "never a private part");
 }
 
@@ -207,5 +313,8 @@ async fn tokens_survive_a_restart_with_a_generated_key() {
         c.database_url = url;
     })
     .await;
-    assert_eq!(again.me(&login.access_token).await.unwrap().email, "pia@example.com");
+    assert_eq!(
+        again.me(&login.access_token).await.unwrap().email,
+        "pia@example.com"
+    );
 }

@@ -4,7 +4,12 @@ use tonic::Code;
 use crate::helpers::*;
 use shared::proto::auth::v1 as pb;
 
-async fn set_roles(app: &TestApp, token: &str, user_id: &str, roles: &[&str]) -> Result<pb::User, tonic::Status> {
+async fn set_roles(
+    app: &TestApp,
+    token: &str,
+    user_id: &str,
+    roles: &[&str],
+) -> Result<pb::User, tonic::Status> {
     app.users()
         .set_user_roles(bearer(
             pb::SetUserRolesRequest {
@@ -24,21 +29,34 @@ async fn admin_changes_roles_and_the_change_is_audited() {
     let id = login.user.as_ref().unwrap().id.clone();
     let admin = app.admin().await;
 
-    let user = set_roles(&app, &admin.access_token, &id, &["verifier", "auditor"]).await.unwrap();
+    let user = set_roles(&app, &admin.access_token, &id, &["verifier", "auditor"])
+        .await
+        .unwrap();
     assert_eq!(user.roles, vec!["auditor", "verifier"]);
     // The old token carried the old roles: auth-service refuses it now.
-    assert_error(app.me(&login.access_token).await, Code::Unauthenticated, "INVALID_TOKEN");
+    assert_error(
+        app.me(&login.access_token).await,
+        Code::Unauthenticated,
+        "INVALID_TOKEN",
+    );
     // A refresh hands out a token with the new roles.
     let refreshed = app
         .auth()
-        .refresh_token(pb::RefreshTokenRequest { refresh_token: login.refresh_token })
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: login.refresh_token,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(refreshed.user.unwrap().roles, vec!["auditor", "verifier"]);
     // Now an auditor: may read users.
     app.users()
-        .get_user(bearer(pb::GetUserRequest { user_id: id.clone() }, &refreshed.access_token))
+        .get_user(bearer(
+            pb::GetUserRequest {
+                user_id: id.clone(),
+            },
+            &refreshed.access_token,
+        ))
         .await
         .unwrap();
 
@@ -46,7 +64,10 @@ async fn admin_changes_roles_and_the_change_is_audited() {
     assert_eq!(events.len(), 1);
     let details: Value = serde_json::from_str(&events[0].details_json).unwrap();
     assert_eq!(details["old_roles"], serde_json::json!(["user"]));
-    assert_eq!(details["new_roles"], serde_json::json!(["auditor", "verifier"]));
+    assert_eq!(
+        details["new_roles"],
+        serde_json::json!(["auditor", "verifier"])
+    );
     assert_eq!(events[0].actor_email, ADMIN_EMAIL);
 
     let bad = set_roles(&app, &admin.access_token, &id, &["user", "superuser"]).await;
@@ -66,11 +87,18 @@ async fn the_last_admin_cannot_lock_themselves_out() {
     );
     let disable = app
         .users()
-        .disable_user(bearer(pb::DisableUserRequest { user_id: me.clone() }, &admin.access_token))
+        .disable_user(bearer(
+            pb::DisableUserRequest {
+                user_id: me.clone(),
+            },
+            &admin.access_token,
+        ))
         .await;
     assert_error(disable, Code::FailedPrecondition, "LAST_ADMIN_PROTECTION");
     // Adding roles while keeping admin is fine.
-    set_roles(&app, &admin.access_token, &me, &["admin", "auditor"]).await.unwrap();
+    set_roles(&app, &admin.access_token, &me, &["admin", "auditor"])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -82,28 +110,50 @@ async fn disable_and_enable() {
     let admin = app.admin().await;
     let user = app
         .users()
-        .disable_user(bearer(pb::DisableUserRequest { user_id: id.clone() }, &admin.access_token))
+        .disable_user(bearer(
+            pb::DisableUserRequest {
+                user_id: id.clone(),
+            },
+            &admin.access_token,
+        ))
         .await
         .unwrap()
         .into_inner()
         .user
         .unwrap();
     assert!(user.disabled);
-    assert_error(app.login(email, PASSWORD).await, Code::PermissionDenied, "USER_DISABLED");
+    assert_error(
+        app.login(email, PASSWORD).await,
+        Code::PermissionDenied,
+        "USER_DISABLED",
+    );
     let refresh = app
         .auth()
-        .refresh_token(pb::RefreshTokenRequest { refresh_token: login.refresh_token.clone() })
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: login.refresh_token.clone(),
+        })
         .await;
     assert_error(refresh, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
 
     app.users()
-        .enable_user(bearer(pb::EnableUserRequest { user_id: id.clone() }, &admin.access_token))
+        .enable_user(bearer(
+            pb::EnableUserRequest {
+                user_id: id.clone(),
+            },
+            &admin.access_token,
+        ))
         .await
         .unwrap();
     let again = app.login(email, PASSWORD).await.unwrap();
     app.me(&again.access_token).await.unwrap();
-    assert_eq!(app.events(&admin.access_token, "user.disabled").await.len(), 1);
-    assert_eq!(app.events(&admin.access_token, "user.enabled").await.len(), 1);
+    assert_eq!(
+        app.events(&admin.access_token, "user.disabled").await.len(),
+        1
+    );
+    assert_eq!(
+        app.events(&admin.access_token, "user.enabled").await.len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -115,13 +165,19 @@ async fn users_need_their_permissions() {
         .list_users(bearer(pb::ListUsersRequest::default(), &login.access_token))
         .await;
     assert_error(denied, Code::PermissionDenied, "PERMISSION_DENIED");
-    let anonymous = app.users().list_users(pb::ListUsersRequest::default()).await;
+    let anonymous = app
+        .users()
+        .list_users(pb::ListUsersRequest::default())
+        .await;
     assert_error(anonymous, Code::Unauthenticated, "MISSING_TOKEN");
 
     let admin = app.admin().await;
     let denials = app.events(&admin.access_token, "authz.denied").await;
     assert_eq!(denials.len(), 1);
-    assert_eq!(denials[0].target_id, "/docverify.auth.v1.UserService/ListUsers");
+    assert_eq!(
+        denials[0].target_id,
+        "/docverify.auth.v1.UserService/ListUsers"
+    );
     assert_eq!(denials[0].actor_email, "sam@example.com");
 }
 
@@ -137,7 +193,13 @@ async fn list_users_pages_with_sealed_tokens() {
         let auth = admin.access_token.clone();
         async move {
             client
-                .list_users(bearer(pb::ListUsersRequest { page_size: size, page_token: token }, &auth))
+                .list_users(bearer(
+                    pb::ListUsersRequest {
+                        page_size: size,
+                        page_token: token,
+                    },
+                    &auth,
+                ))
                 .await
                 .map(tonic::Response::into_inner)
         }
@@ -153,27 +215,57 @@ async fn list_users_pages_with_sealed_tokens() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(seen.len(), 6, "five users and the admin, each once: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        6,
+        "five users and the admin, each once: {seen:?}"
+    );
     assert_eq!(seen[0], "page4@example.com", "newest first");
 
-    assert_error(list(-1, String::new()).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_error(
+        list(-1, String::new()).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     let first = list(1, String::new()).await.unwrap();
     let mut forged = first.next_page_token.clone();
     forged.replace_range(0..1, if forged.starts_with('A') { "B" } else { "A" });
-    assert_error(list(1, forged).await, Code::InvalidArgument, "INVALID_ARGUMENT");
-    assert_error(list(1, "%%%".into()).await, Code::InvalidArgument, "INVALID_ARGUMENT");
-    assert_eq!(list(1_000_000_000, String::new()).await.unwrap().users.len(), 6);
+    assert_error(
+        list(1, forged).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_error(
+        list(1, "%%%".into()).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        list(1_000_000_000, String::new())
+            .await
+            .unwrap()
+            .users
+            .len(),
+        6
+    );
 
     let bad_id = app
         .users()
-        .get_user(bearer(pb::GetUserRequest { user_id: "not-a-uuid".into() }, &admin.access_token))
+        .get_user(bearer(
+            pb::GetUserRequest {
+                user_id: "not-a-uuid".into(),
+            },
+            &admin.access_token,
+        ))
         .await;
     let status = assert_error(bad_id, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(violated_fields(&status), vec!["user_id"]);
     let missing = app
         .users()
         .get_user(bearer(
-            pb::GetUserRequest { user_id: uuid::Uuid::now_v7().to_string() },
+            pb::GetUserRequest {
+                user_id: uuid::Uuid::now_v7().to_string(),
+            },
             &admin.access_token,
         ))
         .await;

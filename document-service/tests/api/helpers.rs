@@ -18,7 +18,9 @@ use tonic::{Request, Status, transport::Channel};
 pub mod auth;
 
 pub use auth::{PASSWORD, TestApp as AuthApp};
-pub use shared::testkit::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
+pub use shared::testkit::{
+    assert_error, bearer, concurrently, connect_when_ready, violated_fields,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -78,7 +80,6 @@ impl DocApp {
     pub fn audit(&self) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel.clone())
     }
-
 }
 
 /// Both services, wired together as in production.
@@ -91,7 +92,10 @@ pub async fn spawn_stack(mode: TokenValidation) -> Stack {
     spawn_stack_with(mode, |_| {}).await
 }
 
-pub async fn spawn_stack_with(mode: TokenValidation, customize: impl FnOnce(&mut document_service::Config)) -> Stack {
+pub async fn spawn_stack_with(
+    mode: TokenValidation,
+    customize: impl FnOnce(&mut document_service::Config),
+) -> Stack {
     let auth = auth::spawn_app().await;
     let mut config = doc_config(format!("http://{}", auth.addr), mode);
     customize(&mut config);
@@ -125,7 +129,12 @@ impl Stack {
         (login.access_token, user.id)
     }
 
-    pub async fn upload(&self, token: &str, title: &str, content: &[u8]) -> Result<pb::Document, Status> {
+    pub async fn upload(
+        &self,
+        token: &str,
+        title: &str,
+        content: &[u8],
+    ) -> Result<pb::Document, Status> {
         upload(&self.docs, token, title, content, 64 * 1024).await
     }
 
@@ -133,7 +142,12 @@ impl Stack {
         let mut stream = self
             .docs
             .documents()
-            .download_document(bearer(pb::DownloadDocumentRequest { document_id: id.to_owned() }, token))
+            .download_document(bearer(
+                pb::DownloadDocumentRequest {
+                    document_id: id.to_owned(),
+                },
+                token,
+            ))
             .await?
             .into_inner();
         let mut content = Vec::new();
@@ -163,11 +177,13 @@ impl Stack {
 
 pub fn metadata(title: &str) -> pb::UploadDocumentRequest {
     pb::UploadDocumentRequest {
-        payload: Some(pb::upload_document_request::Payload::Metadata(pb::DocumentMetadata {
-            title: title.to_owned(),
-            filename: format!("{}.pdf", title.replace(' ', "-")),
-            content_type: "application/pdf".to_owned(),
-        })),
+        payload: Some(pb::upload_document_request::Payload::Metadata(
+            pb::DocumentMetadata {
+                title: title.to_owned(),
+                filename: format!("{}.pdf", title.replace(' ', "-")),
+                content_type: "application/pdf".to_owned(),
+            },
+        )),
     }
 }
 
@@ -177,7 +193,13 @@ pub fn chunk(bytes: &[u8]) -> pb::UploadDocumentRequest {
     }
 }
 
-pub async fn upload(docs: &DocApp, token: &str, title: &str, content: &[u8], chunk_size: usize) -> Result<pb::Document, Status> {
+pub async fn upload(
+    docs: &DocApp,
+    token: &str,
+    title: &str,
+    content: &[u8],
+    chunk_size: usize,
+) -> Result<pb::Document, Status> {
     let mut messages = vec![metadata(title)];
     messages.extend(content.chunks(chunk_size).map(chunk));
     let mut request = Request::new(tokio_stream::iter(messages));
@@ -197,7 +219,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Rows in a table of document-service's database, behind its back.
 pub async fn count(db: &TestDb, table: &str) -> i64 {
-    let db = shared::db::Db::connect(&db.url, &Default::default()).await.unwrap();
+    let db = shared::db::Db::connect(&db.url, &Default::default())
+        .await
+        .unwrap();
     let sql = format!("SELECT COUNT(*) FROM {table}");
     let n = shared::on_dialect!(db.reader(), p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())).fetch_one(p).await.unwrap());
     db.close().await;

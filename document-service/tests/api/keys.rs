@@ -7,7 +7,11 @@ use tonic::Code;
 use crate::helpers::*;
 
 async fn list_code(docs: &DocApp, token: &str) -> Code {
-    match docs.documents().list_documents(bearer(ListDocumentsRequest::default(), token)).await {
+    match docs
+        .documents()
+        .list_documents(bearer(ListDocumentsRequest::default(), token))
+        .await
+    {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
@@ -19,9 +23,17 @@ async fn fails_closed_until_keys_arrive_then_survives_auth_outage() {
     let reserved = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let auth_addr = reserved.local_addr().unwrap();
     drop(reserved);
-    let docs = spawn_docs(doc_config(format!("http://{auth_addr}"), TokenValidation::Local)).await;
+    let docs = spawn_docs(doc_config(
+        format!("http://{auth_addr}"),
+        TokenValidation::Local,
+    ))
+    .await;
     let junk = "eyJhbGciOiJFZERTQSIsInR5cCI6ImF0K2p3dCIsImtpZCI6IngifQ.e30.AA";
-    assert_eq!(list_code(&docs, junk).await, Code::Unavailable, "no keys yet: fail closed");
+    assert_eq!(
+        list_code(&docs, junk).await,
+        Code::Unavailable,
+        "no keys yet: fail closed"
+    );
 
     // auth-service comes up on that address; the keys arrive by themselves.
     let mut auth = auth::spawn_app_on(auth_addr).await;
@@ -53,12 +65,17 @@ async fn remote_validation_needs_auth_service() {
         .auth
         .users()
         .disable_user(bearer(
-            shared::proto::auth::v1::DisableUserRequest { user_id: login.user.unwrap().id },
+            shared::proto::auth::v1::DisableUserRequest {
+                user_id: login.user.unwrap().id,
+            },
             &admin,
         ))
         .await
         .unwrap();
-    assert_eq!(list_code(&stack.docs, &login.access_token).await, Code::Unauthenticated);
+    assert_eq!(
+        list_code(&stack.docs, &login.access_token).await,
+        Code::Unauthenticated
+    );
     stack.auth.stop().await;
     assert_eq!(list_code(&stack.docs, &admin).await, Code::Unavailable);
 }

@@ -1,6 +1,7 @@
 //! document-service over the wire, beside a real auth-service: one test
 //! binary. Each test starts both services on port 0 with fresh databases:
 //! SQLite by default, PostgreSQL when DOCVERIFY_TEST_POSTGRES is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step fails the test
 
 mod audit;
 mod helpers;

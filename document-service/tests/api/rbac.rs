@@ -73,7 +73,8 @@ async fn call(channel: &Channel, path: &str, token: Option<&str>) -> Code {
 
 async fn matrix(mode: TokenValidation) {
     let stack = spawn_stack(mode).await;
-    let mut callers: Vec<(String, Option<Role>, Option<String>)> = vec![("anonymous".into(), None, None)];
+    let mut callers: Vec<(String, Option<Role>, Option<String>)> =
+        vec![("anonymous".into(), None, None)];
     for role in Role::ALL {
         let token = if role == Role::Admin {
             stack.admin().await

@@ -8,14 +8,28 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn over_the_limit_is_resource_exhausted_and_leaves_nothing() {
-    let stack = spawn_stack_with(TokenValidation::Local, |c| c.max_document_bytes = 1024 * 1024).await;
+    let stack = spawn_stack_with(TokenValidation::Local, |c| {
+        c.max_document_bytes = 1024 * 1024
+    })
+    .await;
     let (owner, _) = stack.user_with_roles("big@example.com", &["user"]).await;
     let exactly = vec![1u8; 1024 * 1024];
-    stack.upload(&owner, "exactly the limit", &exactly).await.unwrap();
+    stack
+        .upload(&owner, "exactly the limit", &exactly)
+        .await
+        .unwrap();
     let over = vec![2u8; 1024 * 1024 + 1];
-    assert_error(stack.upload(&owner, "one byte over", &over).await, Code::ResourceExhausted, "DOCUMENT_TOO_LARGE");
+    assert_error(
+        stack.upload(&owner, "one byte over", &over).await,
+        Code::ResourceExhausted,
+        "DOCUMENT_TOO_LARGE",
+    );
     assert_eq!(count(&stack.docs.db, "documents").await, 1);
-    assert_eq!(count(&stack.docs.db, "document_chunks").await, 4, "1 MiB in 256 KiB chunks");
+    assert_eq!(
+        count(&stack.docs.db, "document_chunks").await,
+        4,
+        "1 MiB in 256 KiB chunks"
+    );
     let admin = stack.admin().await;
     assert_eq!(stack.doc_events(&admin, "document.uploaded").await.len(), 1);
 }
@@ -55,8 +69,12 @@ async fn a_cancelled_upload_leaves_nothing() {
 async fn sixteen_mebibytes_round_trip() {
     let stack = spawn_stack(TokenValidation::Local).await;
     let (owner, _) = stack.user_with_roles("large@example.com", &["user"]).await;
-    let content: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i ^ (i >> 8)) as u8).collect();
-    let doc = upload(&stack.docs, &owner, "sixteen", &content, 1024 * 1024).await.unwrap();
+    let content: Vec<u8> = (0..16 * 1024 * 1024u32)
+        .map(|i| (i ^ (i >> 8)) as u8)
+        .collect();
+    let doc = upload(&stack.docs, &owner, "sixteen", &content, 1024 * 1024)
+        .await
+        .unwrap();
     assert_eq!(doc.size_bytes, 16 * 1024 * 1024);
     assert_eq!(doc.sha256, sha256_hex(&content));
     let back = stack.download(&owner, &doc.id).await.unwrap();
@@ -81,19 +99,35 @@ async fn upload_metadata_is_validated() {
         }
     };
     let no_metadata = send(vec![chunk(b"data first")]).await;
-    assert_eq!(violated_fields(&assert_error(no_metadata, Code::InvalidArgument, "INVALID_ARGUMENT")), vec!["metadata"]);
+    assert_eq!(
+        violated_fields(&assert_error(
+            no_metadata,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT"
+        )),
+        vec!["metadata"]
+    );
     let path = send(vec![pb::UploadDocumentRequest {
-        payload: Some(pb::upload_document_request::Payload::Metadata(pb::DocumentMetadata {
-            title: "".into(),
-            filename: "../../etc/passwd".into(),
-            content_type: "not a type".into(),
-        })),
+        payload: Some(pb::upload_document_request::Payload::Metadata(
+            pb::DocumentMetadata {
+                title: "".into(),
+                filename: "../../etc/passwd".into(),
+                content_type: "not a type".into(),
+            },
+        )),
     }])
     .await;
     let status = assert_error(path, Code::InvalidArgument, "INVALID_ARGUMENT");
     let mut fields = violated_fields(&status);
     fields.sort();
-    assert_eq!(fields, vec!["metadata.content_type", "metadata.filename", "metadata.title"]);
+    assert_eq!(
+        fields,
+        vec![
+            "metadata.content_type",
+            "metadata.filename",
+            "metadata.title"
+        ]
+    );
     let twice = send(vec![metadata("a"), chunk(b"x"), metadata("b")]).await;
     assert_error(twice, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_eq!(count(&stack.docs.db, "documents").await, 0);

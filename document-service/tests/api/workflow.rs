@@ -8,16 +8,33 @@ async fn verify(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, to
     stack
         .docs
         .documents()
-        .verify_document(bearer(pb::VerifyDocumentRequest { document_id: id.into(), note: String::new() }, token))
+        .verify_document(bearer(
+            pb::VerifyDocumentRequest {
+                document_id: id.into(),
+                note: String::new(),
+            },
+            token,
+        ))
         .await
         .map(|r| r.into_inner().document.unwrap())
 }
 
-async fn reject(stack: &Stack, token: &str, id: &str, reason: &str) -> Result<pb::Document, tonic::Status> {
+async fn reject(
+    stack: &Stack,
+    token: &str,
+    id: &str,
+    reason: &str,
+) -> Result<pb::Document, tonic::Status> {
     stack
         .docs
         .documents()
-        .reject_document(bearer(pb::RejectDocumentRequest { document_id: id.into(), reason: reason.into() }, token))
+        .reject_document(bearer(
+            pb::RejectDocumentRequest {
+                document_id: id.into(),
+                reason: reason.into(),
+            },
+            token,
+        ))
         .await
         .map(|r| r.into_inner().document.unwrap())
 }
@@ -26,7 +43,12 @@ async fn get(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic
     stack
         .docs
         .documents()
-        .get_document(bearer(pb::GetDocumentRequest { document_id: id.into() }, token))
+        .get_document(bearer(
+            pb::GetDocumentRequest {
+                document_id: id.into(),
+            },
+            token,
+        ))
         .await
         .map(|r| r.into_inner().document.unwrap())
 }
@@ -35,12 +57,21 @@ async fn delete(stack: &Stack, token: &str, id: &str) -> Result<(), tonic::Statu
     stack
         .docs
         .documents()
-        .delete_document(bearer(pb::DeleteDocumentRequest { document_id: id.into() }, token))
+        .delete_document(bearer(
+            pb::DeleteDocumentRequest {
+                document_id: id.into(),
+            },
+            token,
+        ))
         .await
         .map(|_| ())
 }
 
-async fn list(stack: &Stack, token: &str, req: pb::ListDocumentsRequest) -> Result<pb::ListDocumentsResponse, tonic::Status> {
+async fn list(
+    stack: &Stack,
+    token: &str,
+    req: pb::ListDocumentsRequest,
+) -> Result<pb::ListDocumentsResponse, tonic::Status> {
     stack
         .docs
         .documents()
@@ -56,22 +87,60 @@ async fn other_peoples_documents_do_not_exist() {
     let (bob, bob_id) = stack.user_with_roles("bob@example.com", &["user"]).await;
     let doc = stack.upload(&bob, "bob's lease", b"private").await.unwrap();
 
-    assert_error(get(&stack, &alice, &doc.id).await, Code::NotFound, "NOT_FOUND");
-    assert_error(stack.download(&alice, &doc.id).await, Code::NotFound, "NOT_FOUND");
-    assert_error(delete(&stack, &alice, &doc.id).await, Code::NotFound, "NOT_FOUND");
+    assert_error(
+        get(&stack, &alice, &doc.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert_error(
+        stack.download(&alice, &doc.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert_error(
+        delete(&stack, &alice, &doc.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
     let missing = uuid::Uuid::now_v7().to_string();
-    let a = assert_error(get(&stack, &alice, &doc.id).await, Code::NotFound, "NOT_FOUND");
-    let b = assert_error(get(&stack, &alice, &missing).await, Code::NotFound, "NOT_FOUND");
-    assert_eq!(a.message(), b.message(), "a hidden document looks like a missing one");
+    let a = assert_error(
+        get(&stack, &alice, &doc.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    let b = assert_error(
+        get(&stack, &alice, &missing).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert_eq!(
+        a.message(),
+        b.message(),
+        "a hidden document looks like a missing one"
+    );
 
     let mine = list(&stack, &alice, Default::default()).await.unwrap();
     assert!(mine.documents.is_empty());
-    let theirs = list(&stack, &alice, pb::ListDocumentsRequest { owner_id: bob_id, ..Default::default() })
-        .await
-        .unwrap();
-    assert!(theirs.documents.is_empty(), "asking for someone else's documents shows nothing");
+    let theirs = list(
+        &stack,
+        &alice,
+        pb::ListDocumentsRequest {
+            owner_id: bob_id,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        theirs.documents.is_empty(),
+        "asking for someone else's documents shows nothing"
+    );
 
-    let bad = assert_error(get(&stack, &alice, "nope").await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let bad = assert_error(
+        get(&stack, &alice, "nope").await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     assert_eq!(violated_fields(&bad), vec!["document_id"]);
 }
 
@@ -79,21 +148,37 @@ async fn other_peoples_documents_do_not_exist() {
 async fn review_rules() {
     let stack = spawn_stack(TokenValidation::Local).await;
     let (owner, _) = stack.user_with_roles("own@example.com", &["user"]).await;
-    let (verifier, _) = stack.user_with_roles("ver@example.com", &["verifier"]).await;
+    let (verifier, _) = stack
+        .user_with_roles("ver@example.com", &["verifier"])
+        .await;
     let doc = stack.upload(&owner, "diploma", b"content").await.unwrap();
 
     // A reason is required to reject.
-    let status = assert_error(reject(&stack, &verifier, &doc.id, "  ").await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let status = assert_error(
+        reject(&stack, &verifier, &doc.id, "  ").await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     assert_eq!(violated_fields(&status), vec!["reason"]);
 
-    let rejected = reject(&stack, &verifier, &doc.id, "blurry scan").await.unwrap();
+    let rejected = reject(&stack, &verifier, &doc.id, "blurry scan")
+        .await
+        .unwrap();
     assert_eq!(rejected.status, pb::DocumentStatus::Rejected as i32);
     assert_eq!(rejected.review_note, "blurry scan");
-    assert_error(verify(&stack, &verifier, &doc.id).await, Code::FailedPrecondition, "DOCUMENT_NOT_PENDING");
+    assert_error(
+        verify(&stack, &verifier, &doc.id).await,
+        Code::FailedPrecondition,
+        "DOCUMENT_NOT_PENDING",
+    );
 
     // Nobody reviews their own document.
     let own = stack.upload(&verifier, "my own", b"mine").await.unwrap();
-    assert_error(verify(&stack, &verifier, &own.id).await, Code::PermissionDenied, "SELF_REVIEW");
+    assert_error(
+        verify(&stack, &verifier, &own.id).await,
+        Code::PermissionDenied,
+        "SELF_REVIEW",
+    );
 
     let admin = stack.admin().await;
     let events = stack.doc_events(&admin, "document.rejected").await;
@@ -116,23 +201,41 @@ async fn concurrent_reviews_have_one_winner_and_one_event() {
         async move {
             if i % 3 == 0 {
                 client
-                    .reject_document(bearer(pb::RejectDocumentRequest { document_id: id, reason: "no".into() }, &token))
+                    .reject_document(bearer(
+                        pb::RejectDocumentRequest {
+                            document_id: id,
+                            reason: "no".into(),
+                        },
+                        &token,
+                    ))
                     .await
                     .map(|_| ())
             } else {
                 client
-                    .verify_document(bearer(pb::VerifyDocumentRequest { document_id: id, note: String::new() }, &token))
+                    .verify_document(bearer(
+                        pb::VerifyDocumentRequest {
+                            document_id: id,
+                            note: String::new(),
+                        },
+                        &token,
+                    ))
                     .await
                     .map(|_| ())
             }
         }
     });
     let results = concurrently(attempts).await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
-    assert!(results
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .all(|s| s.code() == Code::FailedPrecondition));
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|s| s.code() == Code::FailedPrecondition)
+    );
     let admin = stack.admin().await;
     let verified = stack.doc_events(&admin, "document.verified").await;
     let rejected = stack.doc_events(&admin, "document.rejected").await;
@@ -143,19 +246,37 @@ async fn concurrent_reviews_have_one_winner_and_one_event() {
 async fn delete_rules() {
     let stack = spawn_stack(TokenValidation::Local).await;
     let (owner, _) = stack.user_with_roles("del@example.com", &["user"]).await;
-    let (verifier, _) = stack.user_with_roles("delver@example.com", &["verifier"]).await;
+    let (verifier, _) = stack
+        .user_with_roles("delver@example.com", &["verifier"])
+        .await;
     let admin = stack.admin().await;
 
     let pending = stack.upload(&owner, "draft", b"one").await.unwrap();
     delete(&stack, &owner, &pending.id).await.unwrap();
-    assert_error(get(&stack, &owner, &pending.id).await, Code::NotFound, "NOT_FOUND");
+    assert_error(
+        get(&stack, &owner, &pending.id).await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
 
     let reviewed = stack.upload(&owner, "final", b"two").await.unwrap();
-    assert_error(delete(&stack, &verifier, &reviewed.id).await, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_error(
+        delete(&stack, &verifier, &reviewed.id).await,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+    );
     verify(&stack, &verifier, &reviewed.id).await.unwrap();
-    assert_error(delete(&stack, &owner, &reviewed.id).await, Code::FailedPrecondition, "DOCUMENT_NOT_PENDING");
+    assert_error(
+        delete(&stack, &owner, &reviewed.id).await,
+        Code::FailedPrecondition,
+        "DOCUMENT_NOT_PENDING",
+    );
     delete(&stack, &admin, &reviewed.id).await.unwrap();
-    assert_eq!(count(&stack.docs.db, "document_chunks").await, 0, "content goes with the row");
+    assert_eq!(
+        count(&stack.docs.db, "document_chunks").await,
+        0,
+        "content goes with the row"
+    );
     assert_eq!(stack.doc_events(&admin, "document.deleted").await.len(), 2);
 }
 
@@ -167,7 +288,13 @@ async fn listing_pages_filters_and_tokens() {
     let (verifier, _) = stack.user_with_roles("lv@example.com", &["verifier"]).await;
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(stack.upload(&owner, &format!("doc {i}"), b"x").await.unwrap().id);
+        ids.push(
+            stack
+                .upload(&owner, &format!("doc {i}"), b"x")
+                .await
+                .unwrap()
+                .id,
+        );
     }
     stack.upload(&other, "not yours", b"y").await.unwrap();
     verify(&stack, &verifier, &ids[2]).await.unwrap();
@@ -175,9 +302,17 @@ async fn listing_pages_filters_and_tokens() {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = list(&stack, &owner, pb::ListDocumentsRequest { page_size: 3, page_token: token, ..Default::default() })
-            .await
-            .unwrap();
+        let page = list(
+            &stack,
+            &owner,
+            pb::ListDocumentsRequest {
+                page_size: 3,
+                page_token: token,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         assert!(page.documents.len() <= 3);
         seen.extend(page.documents.into_iter().map(|d| d.id));
         if page.next_page_token.is_empty() {
@@ -194,15 +329,36 @@ async fn listing_pages_filters_and_tokens() {
     let verified = list(
         &stack,
         &verifier,
-        pb::ListDocumentsRequest { status: pb::DocumentStatus::Verified as i32, ..Default::default() },
+        pb::ListDocumentsRequest {
+            status: pb::DocumentStatus::Verified as i32,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     assert_eq!(verified.documents.len(), 1);
 
-    let first = list(&stack, &owner, pb::ListDocumentsRequest { page_size: 1, ..Default::default() }).await.unwrap();
+    let first = list(
+        &stack,
+        &owner,
+        pb::ListDocumentsRequest {
+            page_size: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     // Another caller cannot use my page token, nor can I under other filters.
-    let stolen = list(&stack, &other, pb::ListDocumentsRequest { page_size: 1, page_token: first.next_page_token.clone(), ..Default::default() }).await;
+    let stolen = list(
+        &stack,
+        &other,
+        pb::ListDocumentsRequest {
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_error(stolen, Code::InvalidArgument, "INVALID_ARGUMENT");
     let refiltered = list(
         &stack,
@@ -221,10 +377,29 @@ async fn listing_pages_filters_and_tokens() {
         (0, "garbage!".to_owned(), 0, "page_token"),
         (0, String::new(), 99, "status"),
     ] {
-        let bad = list(&stack, &owner, pb::ListDocumentsRequest { page_size: size, page_token: token, status, owner_id: String::new() }).await;
+        let bad = list(
+            &stack,
+            &owner,
+            pb::ListDocumentsRequest {
+                page_size: size,
+                page_token: token,
+                status,
+                owner_id: String::new(),
+            },
+        )
+        .await;
         let status = assert_error(bad, Code::InvalidArgument, "INVALID_ARGUMENT");
         assert_eq!(violated_fields(&status), vec![field]);
     }
-    let huge = list(&stack, &owner, pb::ListDocumentsRequest { page_size: 1_000_000_000, ..Default::default() }).await.unwrap();
+    let huge = list(
+        &stack,
+        &owner,
+        pb::ListDocumentsRequest {
+            page_size: 1_000_000_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(huge.documents.len(), 7, "capped, not refused");
 }
