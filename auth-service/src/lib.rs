@@ -84,7 +84,11 @@ pub async fn serve(
     health
         .set_serving::<UserServiceServer<users_api::UsersApi>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = shared::server::reflection()?;
+    let (reflection_v1, reflection_v1alpha) = shared::server::reflection(&[
+        "docverify.auth.v1.AuthService",
+        "docverify.auth.v1.UserService",
+        "docverify.audit.v1.AuditService",
+    ])?;
     let (signal, deadline) = shared::server::graceful(shutdown, config.shutdown_drain_timeout);
 
     let router = Server::builder()

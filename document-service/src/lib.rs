@@ -82,7 +82,10 @@ pub async fn serve(
     health
         .set_serving::<DocumentServiceServer<api::DocumentApi>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = shared::server::reflection()?;
+    let (reflection_v1, reflection_v1alpha) = shared::server::reflection(&[
+        "docverify.document.v1.DocumentService",
+        "docverify.audit.v1.AuditService",
+    ])?;
     let (signal, deadline) = shared::server::graceful(shutdown, config.shutdown_drain_timeout);
 
     let documents = api::DocumentApi::new(

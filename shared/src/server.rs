@@ -7,10 +7,10 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
-/// Reflection v1 (buf curl, grpcui) and v1alpha (grpcurl, Python), over the
-/// docverify descriptors plus `google.rpc` error details (so grpcurl prints
-/// them decoded).
-pub fn reflection() -> Result<(
+/// Reflection v1 (buf curl, grpcui) and v1alpha (grpcurl, Python) listing
+/// `services` (full names) plus health, over the docverify descriptors and
+/// the `google.rpc` error details (so grpcurl prints them decoded).
+pub fn reflection(services: &[&str]) -> Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
@@ -18,16 +18,22 @@ pub fn reflection() -> Result<(
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
 )> {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let builder = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        services
+            .iter()
+            .fold(builder, |b, name| b.with_service_name(*name))
+    };
+    let v1 = builder()
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
         .map_err(Error::internal)?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let v1alpha = builder()
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()
         .map_err(Error::internal)?;
     Ok((v1, v1alpha))

@@ -7,6 +7,7 @@ mod audit;
 mod helpers;
 mod keys;
 mod rbac;
+mod reflection;
 mod story;
 mod uploads;
 mod workflow;
