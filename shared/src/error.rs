@@ -194,36 +194,95 @@ mod tests {
     use super::*;
 
     fn reason(status: &tonic::Status) -> String {
-        status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+        status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default()
     }
 
     #[test]
     fn each_error_maps_to_its_code_and_reason() {
         let cases = [
-            (Error::Unauthenticated { reason: "INVALID_TOKEN", message: "m" }, Code::Unauthenticated, "INVALID_TOKEN"),
-            (Error::PermissionDenied { reason: "PERMISSION_DENIED", message: "m" }, Code::PermissionDenied, "PERMISSION_DENIED"),
-            (Error::not_found("document"), Code::NotFound, "NOT_FOUND"),
-            (Error::AlreadyExists { reason: "EMAIL_TAKEN", message: "m" }, Code::AlreadyExists, "EMAIL_TAKEN"),
-            (Error::FailedPrecondition { reason: "DOCUMENT_NOT_PENDING", message: "m" }, Code::FailedPrecondition, "DOCUMENT_NOT_PENDING"),
-            (Error::invalid("email", "bad"), Code::InvalidArgument, "INVALID_ARGUMENT"),
             (
-                Error::ResourceExhausted { reason: "LOGIN_THROTTLED", message: "m", retry_after: Some(Duration::from_secs(60)) },
+                Error::Unauthenticated {
+                    reason: "INVALID_TOKEN",
+                    message: "m",
+                },
+                Code::Unauthenticated,
+                "INVALID_TOKEN",
+            ),
+            (
+                Error::PermissionDenied {
+                    reason: "PERMISSION_DENIED",
+                    message: "m",
+                },
+                Code::PermissionDenied,
+                "PERMISSION_DENIED",
+            ),
+            (Error::not_found("document"), Code::NotFound, "NOT_FOUND"),
+            (
+                Error::AlreadyExists {
+                    reason: "EMAIL_TAKEN",
+                    message: "m",
+                },
+                Code::AlreadyExists,
+                "EMAIL_TAKEN",
+            ),
+            (
+                Error::FailedPrecondition {
+                    reason: "DOCUMENT_NOT_PENDING",
+                    message: "m",
+                },
+                Code::FailedPrecondition,
+                "DOCUMENT_NOT_PENDING",
+            ),
+            (
+                Error::invalid("email", "bad"),
+                Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+            ),
+            (
+                Error::ResourceExhausted {
+                    reason: "LOGIN_THROTTLED",
+                    message: "m",
+                    retry_after: Some(Duration::from_secs(60)),
+                },
                 Code::ResourceExhausted,
                 "LOGIN_THROTTLED",
             ),
-            (Error::unavailable("db down"), Code::Unavailable, "UNAVAILABLE"),
+            (
+                Error::unavailable("db down"),
+                Code::Unavailable,
+                "UNAVAILABLE",
+            ),
             (Error::internal("boom"), Code::Internal, "INTERNAL"),
         ];
         for (error, code, why) in cases {
-            let status = crate::identity::REQUEST_ID.sync_scope("req-1".to_owned(), || tonic::Status::from(error));
+            let status = crate::identity::REQUEST_ID
+                .sync_scope("req-1".to_owned(), || tonic::Status::from(error));
             assert_eq!(status.code(), code);
             assert_eq!(reason(&status), why);
             let details = status.get_error_details();
-            assert_eq!(details.error_info().map(|i| i.domain.as_str()), Some(ERROR_DOMAIN));
-            assert_eq!(details.request_info().map(|r| r.request_id.as_str()), Some("req-1"));
+            assert_eq!(
+                details.error_info().map(|i| i.domain.as_str()),
+                Some(ERROR_DOMAIN)
+            );
+            assert_eq!(
+                details.request_info().map(|r| r.request_id.as_str()),
+                Some("req-1")
+            );
             match code {
-                Code::InvalidArgument => assert_eq!(details.bad_request().map(|b| b.field_violations[0].field.as_str()), Some("email")),
-                Code::ResourceExhausted => assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(60))),
+                Code::InvalidArgument => assert_eq!(
+                    details
+                        .bad_request()
+                        .map(|b| b.field_violations[0].field.as_str()),
+                    Some("email")
+                ),
+                Code::ResourceExhausted => assert_eq!(
+                    details.retry_info().and_then(|r| r.retry_delay),
+                    Some(Duration::from_secs(60))
+                ),
                 _ => {}
             }
         }
@@ -232,19 +291,32 @@ mod tests {
     #[tokio::test]
     async fn internal_errors_keep_sql_and_paths_to_the_log() {
         use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
-        let cause = sqlx::query("SELECT secret_column FROM /etc/passwd").execute(&mut conn).await.unwrap_err();
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let cause = sqlx::query("SELECT secret_column FROM /etc/passwd")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
         let error = Error::from(cause);
         assert_eq!(error.code(), Code::Internal);
-        let status = crate::identity::REQUEST_ID.scope("req-2".to_owned(), async { tonic::Status::from(error) }).await;
+        let status = crate::identity::REQUEST_ID
+            .scope("req-2".to_owned(), async { tonic::Status::from(error) })
+            .await;
         assert_eq!(status.message(), "internal error (request id req-2)");
         assert!(!format!("{:?}", status.details()).contains("SELECT"));
     }
 
     #[test]
     fn an_exhausted_pool_is_unavailable_not_internal() {
-        assert_eq!(Error::from(sqlx::Error::PoolTimedOut).code(), Code::Unavailable);
-        assert_eq!(Error::from(sqlx::Error::PoolClosed).code(), Code::Unavailable);
+        assert_eq!(
+            Error::from(sqlx::Error::PoolTimedOut).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            Error::from(sqlx::Error::PoolClosed).code(),
+            Code::Unavailable
+        );
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(Error::from(sqlx::Error::Io(io)).code(), Code::Unavailable);
         let status = tonic::Status::from(Error::from(sqlx::Error::PoolTimedOut));

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 /// Reflection v1 (buf curl, grpcui) and v1alpha (grpcurl, Python) listing
 /// `services` (full names) plus health, over the docverify descriptors and
 /// the `google.rpc` error details (so grpcurl prints them decoded).
-pub fn reflection(services: &[&str]) -> Result<(
+pub fn reflection(
+    services: &[&str],
+) -> Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,

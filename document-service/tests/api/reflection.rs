@@ -8,10 +8,23 @@ async fn list_v1(channel: &Channel) -> Vec<String> {
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
-    let mut stream = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
-    match stream.message().await.unwrap().unwrap().message_response.unwrap() {
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    {
         v1::server_reflection_response::MessageResponse::ListServicesResponse(list) => {
             let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
             names.sort();
@@ -22,13 +35,27 @@ async fn list_v1(channel: &Channel) -> Vec<String> {
 }
 
 async fn list_v1alpha(channel: &Channel) -> Vec<String> {
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
-    let mut stream = client.server_reflection_info(tokio_stream::once(request)).await.unwrap().into_inner();
-    match stream.message().await.unwrap().unwrap().message_response.unwrap() {
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    {
         v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list) => {
             let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
             names.sort();
