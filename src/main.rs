@@ -15,13 +15,17 @@ struct Cli {
     auth: auth_service::Config,
     #[command(flatten)]
     document: document_service::Config,
+    #[command(flatten)]
+    server: shared::config::ServerConfig,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::telemetry::init();
     let mut cli = Cli::parse();
+    shared::telemetry::init(cli.server.log_format);
     cli.auth.generate_local_admin = true;
+    cli.auth.server = cli.server.clone();
+    cli.document.server = cli.server.clone();
     shared::server::exit(run(cli).await)
 }
 
@@ -33,6 +37,7 @@ async fn run(cli: Cli) -> shared::Result<()> {
     };
     let auth_listener = bind(cli.auth.listen_addr, "AUTH_LISTEN_ADDR").await?;
     let document_listener = bind(cli.document.listen_addr, "DOCUMENT_LISTEN_ADDR").await?;
+    shared::server::spawn_metrics(&cli.server).await?;
     // One signal stops both.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

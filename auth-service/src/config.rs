@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use shared::{clock::Clock, db::PoolConfig};
+use shared::{clock::Clock, config::ServerConfig, db::PoolConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "auth_config")]
@@ -73,10 +73,6 @@ pub struct Config {
     )]
     pub db_max_connections: u32,
 
-    /// How long a request waits for a database connection before UNAVAILABLE.
-    #[arg(id = "auth_db_acquire_timeout", long = "auth-db-acquire-timeout", env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
-    pub db_acquire_timeout: Duration,
-
     /// Password hashes computed at once (default: one per core).
     #[arg(
         id = "auth_argon2_workers",
@@ -85,14 +81,15 @@ pub struct Config {
     )]
     pub argon2_workers: Option<usize>,
 
-    /// How long in-flight RPCs may run on after a shutdown signal.
-    #[arg(id = "auth_shutdown_drain_timeout", long = "auth-shutdown-drain-timeout", env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pub shutdown_drain_timeout: Duration,
-
     /// Create `admin@localhost` with a random password (printed once) when
     /// no admin exists and no bootstrap admin is configured: the local stack.
     #[arg(skip)]
     pub generate_local_admin: bool,
+
+    /// Limits, TLS, health and shutdown: parsed once per process (see
+    /// [`ServerConfig`]) and set by the binary.
+    #[arg(skip)]
+    pub server: ServerConfig,
 
     /// The source of time (tests move it by hand).
     #[arg(skip = Clock::system())]
@@ -103,7 +100,7 @@ impl Config {
     pub fn pool(&self) -> PoolConfig {
         PoolConfig {
             max_connections: self.db_max_connections,
-            acquire_timeout: self.db_acquire_timeout,
+            acquire_timeout: self.server.db_acquire_timeout,
         }
     }
 }

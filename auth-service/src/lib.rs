@@ -32,10 +32,11 @@ use shared::{
             auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
         },
     },
+    server::Health,
 };
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 
 pub use bootstrap::create_admin;
 pub use config::Config;
@@ -49,8 +50,9 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES_MIGRATIONS,
 };
 
-/// Largest request message accepted: every auth request is small.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+const AUTH_SERVICE: &str = "docverify.auth.v1.AuthService";
+const USER_SERVICE: &str = "docverify.auth.v1.UserService";
+const AUDIT_SERVICE: &str = "docverify.audit.v1.AuditService";
 
 /// Connects to the database and applies the migrations (the `migrate`
 /// subcommand, and the first step of [`serve`]).
@@ -72,42 +74,45 @@ pub async fn serve(
     let state = Arc::new(state::State::build(&config, db.clone()).await?);
     bootstrap::bootstrap_admin(&state, &config).await?;
 
+    let server = &config.server;
     let layer = RpcLayer::new(
+        "auth-service",
         Arc::new(verifier::AuthVerifier::new(state.clone())),
         db.clone(),
         config.clock.clone(),
+        server.max_concurrent_requests,
     );
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthServiceServer<auth_api::AuthApi>>()
-        .await;
-    health
-        .set_serving::<UserServiceServer<users_api::UsersApi>>()
-        .await;
-    let (reflection_v1, reflection_v1alpha) = shared::server::reflection(&[
-        "docverify.auth.v1.AuthService",
-        "docverify.auth.v1.UserService",
-        "docverify.audit.v1.AuditService",
-    ])?;
-    let (signal, deadline) = shared::server::graceful(shutdown, config.shutdown_drain_timeout);
+    shared::metrics::METRICS.watch_pool("auth-service", &db);
+    let (health, health_service) = Health::new(&[AUTH_SERVICE, USER_SERVICE, AUDIT_SERVICE]);
+    health.set(true).await;
+    let monitor = health.follow_database(db.clone(), server.health_check_interval);
+    let (reflection_v1, reflection_v1alpha) =
+        shared::server::reflection(&[AUTH_SERVICE, USER_SERVICE, AUDIT_SERVICE])?;
+    let (signal, deadline) =
+        shared::server::graceful(shutdown, server.shutdown_drain_timeout, health);
 
-    let router = Server::builder()
+    let max = server.max_message_bytes;
+    let router = shared::server::builder(server)?
+        .layer(shared::server::cors(server))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
             AuthServiceServer::new(auth_api::AuthApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
         .add_service(
             UserServiceServer::new(users_api::UsersApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
         .add_service(
             AuditServiceServer::new(AuditApi::new(db.clone(), state.page_tokens.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         );
     let addr = listener.local_addr().map_err(Error::internal)?;
     tracing::info!(%addr, "auth-service listening");
@@ -116,6 +121,7 @@ pub async fn serve(
         served = router.serve_with_incoming_shutdown(incoming, signal) => served.map_err(Error::internal)?,
         () = deadline => {}
     }
+    monitor.abort();
     db.close().await;
     tracing::info!("auth-service stopped");
     Ok(())

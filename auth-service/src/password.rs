@@ -50,12 +50,11 @@ impl Hasher {
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(Error::internal)?;
+        let queue = &shared::metrics::METRICS.argon2_queue;
+        queue.inc();
+        let permit = self.permits.clone().acquire_owned().await;
+        queue.dec();
+        let permit = permit.map_err(Error::internal)?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -45,7 +45,11 @@ pub async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::U
 }
 
 impl TokenVerifier for AuthVerifier {
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>> {
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+        _deadline: Option<std::time::Duration>,
+    ) -> BoxFuture<'a, Result<Identity>> {
         Box::pin(async move {
             let (claims, _) = check(&self.state, token).await?;
             Ok(claims.identity()?)

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::{clock::Clock, db::PoolConfig};
+use shared::{clock::Clock, config::ServerConfig, db::PoolConfig};
 
 /// How document-service checks access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +44,15 @@ pub struct Config {
     )]
     pub auth_service_url: String,
 
+    /// CA (PEM) that signed auth-service's certificate, for an `https://`
+    /// AUTH_SERVICE_URL with a private CA.
+    #[arg(
+        id = "document_auth_ca_file",
+        long = "document-auth-ca-file",
+        env = "AUTH_CA_FILE"
+    )]
+    pub auth_ca_file: Option<std::path::PathBuf>,
+
     /// `local` (verify with published keys) or `remote` (ask auth-service).
     #[arg(id = "document_token_validation", long = "document-token-validation", env = "TOKEN_VALIDATION", value_enum, default_value_t = TokenValidation::Local)]
     pub token_validation: TokenValidation,
@@ -65,13 +74,10 @@ pub struct Config {
     )]
     pub db_max_connections: u32,
 
-    /// How long a request waits for a database connection before UNAVAILABLE.
-    #[arg(id = "document_db_acquire_timeout", long = "document-db-acquire-timeout", env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
-    pub db_acquire_timeout: Duration,
-
-    /// How long in-flight RPCs may run on after a shutdown signal.
-    #[arg(id = "document_shutdown_drain_timeout", long = "document-shutdown-drain-timeout", env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pub shutdown_drain_timeout: Duration,
+    /// Limits, TLS, health and shutdown: parsed once per process (see
+    /// [`ServerConfig`]) and set by the binary.
+    #[arg(skip)]
+    pub server: ServerConfig,
 
     /// The source of time (tests move it by hand).
     #[arg(skip = Clock::system())]
@@ -82,7 +88,7 @@ impl Config {
     pub fn pool(&self) -> PoolConfig {
         PoolConfig {
             max_connections: self.db_max_connections,
-            acquire_timeout: self.db_acquire_timeout,
+            acquire_timeout: self.server.db_acquire_timeout,
         }
     }
 }

@@ -22,11 +22,14 @@ use shared::{
         audit::v1::audit_service_server::AuditServiceServer,
         document::v1::document_service_server::DocumentServiceServer,
     },
+    server::Health,
     verifier::{JwksVerifier, RemoteVerifier, TokenVerifier},
 };
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tonic::transport::{Endpoint, Server, server::TcpIncoming};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, server::TcpIncoming,
+};
 
 pub use config::{Config, TokenValidation};
 
@@ -39,10 +42,12 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES_MIGRATIONS,
 };
 
-/// Largest message accepted: upload chunks and small requests.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Download chunks are at most this big on the wire.
-const MAX_SEND_BYTES: usize = 4 * 1024 * 1024;
+const DOCUMENT_SERVICE: &str = "docverify.document.v1.DocumentService";
+const AUDIT_SERVICE: &str = "docverify.audit.v1.AuditService";
+/// document-service reports auth-service's reachability under this name.
+const AUTH_SERVICE: &str = "docverify.auth.v1.AuthService";
+/// Download chunks (256 KiB) and audit pages must always fit.
+const MIN_SEND_BYTES: usize = 1024 * 1024;
 
 pub async fn migrate(config: &Config) -> Result<Db> {
     let db = Db::connect(&config.database_url, &config.pool()).await?;
@@ -62,31 +67,36 @@ pub async fn serve(
     let now = config.clock.now();
     let page_tokens = PageTokens::new(&db.secret("page_tokens", now).await?);
 
-    let auth = Endpoint::from_shared(config.auth_service_url.clone())
-        .map_err(|e| Error::internal(format!("AUTH_SERVICE_URL {}: {e}", config.auth_service_url)))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(5))
-        .connect_lazy();
+    let server = &config.server;
+    let auth = auth_channel(&config)?;
     let mut refresher = None;
     let verifier: Arc<dyn TokenVerifier> = match config.token_validation {
         TokenValidation::Local => {
-            let jwks = Arc::new(JwksVerifier::new(auth, config.clock.clone()));
+            let jwks = Arc::new(JwksVerifier::new(auth.clone(), config.clock.clone()));
             refresher = Some(jwks.spawn_refresh(config.signing_keys_refresh));
             jwks
         }
-        TokenValidation::Remote => Arc::new(RemoteVerifier::new(auth)),
+        TokenValidation::Remote => Arc::new(RemoteVerifier::new(auth.clone())),
     };
-    let layer = RpcLayer::new(verifier, db.clone(), config.clock.clone());
+    let layer = RpcLayer::new(
+        "document-service",
+        verifier,
+        db.clone(),
+        config.clock.clone(),
+        server.max_concurrent_requests,
+    );
+    shared::metrics::METRICS.watch_pool("document-service", &db);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DocumentServiceServer<api::DocumentApi>>()
-        .await;
-    let (reflection_v1, reflection_v1alpha) = shared::server::reflection(&[
-        "docverify.document.v1.DocumentService",
-        "docverify.audit.v1.AuditService",
-    ])?;
-    let (signal, deadline) = shared::server::graceful(shutdown, config.shutdown_drain_timeout);
+    let (health, health_service) = Health::new(&[DOCUMENT_SERVICE, AUDIT_SERVICE]);
+    health.set(true).await;
+    let monitors = [
+        health.follow_database(db.clone(), server.health_check_interval),
+        health.follow_dependency(AUTH_SERVICE, auth, server.health_check_interval),
+    ];
+    let (reflection_v1, reflection_v1alpha) =
+        shared::server::reflection(&[DOCUMENT_SERVICE, AUDIT_SERVICE])?;
+    let (signal, deadline) =
+        shared::server::graceful(shutdown, server.shutdown_drain_timeout, health);
 
     let documents = api::DocumentApi::new(
         db.clone(),
@@ -94,19 +104,23 @@ pub async fn serve(
         page_tokens.clone(),
         config.max_document_bytes,
     );
-    let router = Server::builder()
+    let max = server.max_message_bytes;
+    let router = shared::server::builder(server)?
+        .layer(shared::server::cors(server))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
             DocumentServiceServer::new(documents)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_SEND_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max.max(MIN_SEND_BYTES)),
         )
         .add_service(
             AuditServiceServer::new(AuditApi::new(db.clone(), page_tokens))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max.max(MIN_SEND_BYTES)),
         );
     let addr = listener.local_addr().map_err(Error::internal)?;
     tracing::info!(%addr, "document-service listening");
@@ -115,10 +129,42 @@ pub async fn serve(
         served = router.serve_with_incoming_shutdown(incoming, signal) => served.map_err(Error::internal)?,
         () = deadline => {}
     }
-    if let Some(task) = refresher {
+    for task in monitors.into_iter().chain(refresher) {
         task.abort();
     }
     db.close().await;
     tracing::info!("document-service stopped");
     Ok(())
+}
+
+/// The channel to auth-service: TLS when its URL is `https://` (trusting
+/// AUTH_CA_FILE, else the public web roots), presenting TLS_CERT_FILE as the
+/// client certificate when auth-service requires mutual TLS.
+fn auth_channel(config: &Config) -> Result<Channel> {
+    let url = &config.auth_service_url;
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::internal(format!("AUTH_SERVICE_URL {url}: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        tls = match &config.auth_ca_file {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(shared::server::read_pem(
+                "AUTH_CA_FILE",
+                ca,
+            )?)),
+            None => tls.with_webpki_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file)
+        {
+            tls = tls.identity(Identity::from_pem(
+                shared::server::read_pem("TLS_CERT_FILE", cert)?,
+                shared::server::read_pem("TLS_KEY_FILE", key)?,
+            ));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Error::internal(format!("AUTH_SERVICE_URL {url}: {e}")))?;
+    }
+    Ok(endpoint.connect_lazy())
 }

@@ -1,6 +1,8 @@
-//! The document-service binary: `serve` (the default) and `migrate`.
+//! The document-service binary: `serve` (the default), `migrate`,
+//! `healthcheck`.
 
 use clap::{Parser, Subcommand};
+use shared::config::ServerConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,6 +15,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     config: document_service::Config,
+    #[command(flatten)]
+    server: ServerConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -21,24 +25,32 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Exit 0 when the running service reports SERVING, 1 otherwise
+    /// (for container health checks).
+    Healthcheck,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::telemetry::init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    shared::telemetry::init(cli.server.log_format);
+    cli.config.server = cli.server.clone();
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => match tokio::net::TcpListener::bind(cli.config.listen_addr).await {
-            Ok(listener) => {
-                document_service::serve(cli.config, listener, shared::server::shutdown_signal())
-                    .await
-            }
-            Err(e) => Err(shared::Error::internal(format!(
-                "DOCUMENT_LISTEN_ADDR {}: {e}",
-                cli.config.listen_addr
-            ))),
-        },
+        Command::Serve => serve(cli.config).await,
         Command::Migrate => document_service::migrate(&cli.config).await.map(|_| ()),
+        Command::Healthcheck => {
+            return shared::server::healthcheck_exit(cli.config.listen_addr, &cli.server).await;
+        }
     };
     shared::server::exit(result)
+}
+
+async fn serve(config: document_service::Config) -> shared::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| {
+            shared::Error::internal(format!("DOCUMENT_LISTEN_ADDR {}: {e}", config.listen_addr))
+        })?;
+    shared::server::spawn_metrics(&config.server).await?;
+    document_service::serve(config, listener, shared::server::shutdown_signal()).await
 }

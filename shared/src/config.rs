@@ -1,6 +1,10 @@
-//! Parsing helpers for settings that both services read.
+//! Settings both services share (limits, TLS, health, shutdown), parsed once
+//! per process: each service binary and the local stack flatten
+//! [`ServerConfig`] into their command line and hand it to every service.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
 
 /// Parses durations such as `15m`, `900s`, `14d`; zero is refused.
 pub fn duration(s: &str) -> Result<Duration, String> {
@@ -9,4 +13,110 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".to_owned());
     }
     Ok(d)
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "server_config")]
+#[command(next_help_heading = "server (both services)")]
+pub struct ServerConfig {
+    /// Largest request message accepted, in bytes (upload chunks included).
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Concurrent RPCs (HTTP/2 streams) per connection.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+
+    /// RPCs in flight per service; beyond, new ones are refused at once with
+    /// RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
+    /// Longest an RPC may run (a shorter `grpc-timeout` from the caller wins).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// HTTP/2 keepalive ping interval.
+    #[arg(long, env = "HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection closes.
+    #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// How long a request waits for a database connection before UNAVAILABLE.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// How often health checks the database (and document-service auth-service).
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub health_check_interval: Duration,
+
+    /// How long in-flight RPCs may run on after SIGTERM or Ctrl-C.
+    #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub shutdown_drain_timeout: Duration,
+
+    /// Origins allowed to call over gRPC-Web from a browser, comma-separated
+    /// (`*` for any). Empty: no CORS headers, so browsers on other origins are refused.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Serve TLS with this certificate chain (PEM); needs TLS_KEY_FILE.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Prometheus metrics on this address (`/metrics`); off when unset.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// `text` or `json` (one object per line).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    server: ServerConfig,
+}
+
+impl Default for ServerConfig {
+    /// The documented defaults, ignoring the environment.
+    fn default() -> Self {
+        let matches = DefaultsOnly::command_without_env().try_get_matches_from(["defaults"]);
+        match matches.and_then(|m| clap::FromArgMatches::from_arg_matches(&m)) {
+            Ok(DefaultsOnly { server }) => server,
+            Err(e) => panic!("server defaults do not parse: {e}"),
+        }
+    }
+}
+
+impl DefaultsOnly {
+    fn command_without_env() -> clap::Command {
+        use clap::CommandFactory;
+        let command = Self::command();
+        let ids: Vec<_> = command
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .collect();
+        ids.into_iter()
+            .fold(command, |c, id| c.mut_arg(id, |a| a.env(None::<&str>)))
+    }
 }

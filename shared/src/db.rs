@@ -341,3 +341,21 @@ impl<'r> Decode<'r, Postgres> for Timestamp {
         )?))
     }
 }
+
+impl Db {
+    /// Open connections, idle ones, and the maximum (readers and writer together).
+    pub fn pool_usage(&self) -> (u32, u32, u32) {
+        match self {
+            Db::Sqlite { writer, reader } => (
+                writer.size() + reader.size(),
+                u32::try_from(writer.num_idle() + reader.num_idle()).unwrap_or(u32::MAX),
+                writer.options().get_max_connections() + reader.options().get_max_connections(),
+            ),
+            Db::Postgres(pool) => (
+                pool.size(),
+                u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                pool.options().get_max_connections(),
+            ),
+        }
+    }
+}

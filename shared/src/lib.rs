@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod layer;
+pub mod metrics;
 pub mod page;
 pub mod policy;
 pub mod proto;

@@ -1,11 +1,91 @@
-//! Pieces both servers are built from: reflection, health, and a shutdown
-//! that drains in-flight RPCs for a bounded time (tonic alone waits forever).
+//! Pieces both servers are built from: the server builder with limits, TLS
+//! and gRPC-Web; reflection; health that follows the database; and a
+//! shutdown that drains in-flight RPCs for a bounded time (tonic alone waits
+//! forever).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::error::{Error, Result};
+use crate::{
+    config::ServerConfig,
+    db::Db,
+    error::{Error, Result},
+};
+
+/// A tonic server with the configured limits and TLS; services add the
+/// layers ([`cors`], gRPC-Web, the RPC layer) and their routes.
+pub fn builder(config: &ServerConfig) -> Result<Server> {
+    let mut server = Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    if let Some(tls) = server_tls(config)? {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| Error::internal(format!("TLS_CERT_FILE/TLS_KEY_FILE: {e}")))?;
+    }
+    Ok(server)
+}
+
+pub fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::internal(format!("{setting} {}: {e}", path.display())))
+}
+
+fn server_tls(config: &ServerConfig) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read_pem("TLS_CERT_FILE", cert)?,
+        read_pem("TLS_KEY_FILE", key)?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.tls_client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read_pem("TLS_CLIENT_CA_FILE", ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// CORS for gRPC-Web callers in browsers: only the configured origins.
+pub fn cors(config: &ServerConfig) -> CorsLayer {
+    use http::{HeaderName, Method};
+    let origins = &config.cors_allowed_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    let headers = |names: &[&'static str]| {
+        names
+            .iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect::<Vec<_>>()
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers(headers(&[
+            "authorization",
+            "content-type",
+            "grpc-timeout",
+            "x-grpc-web",
+            "x-user-agent",
+            "x-request-id",
+        ]))
+        .expose_headers(headers(&[
+            "grpc-status",
+            "grpc-message",
+            "grpc-status-details-bin",
+            "x-request-id",
+        ]))
+        .max_age(Duration::from_secs(600))
+}
 
 /// Reflection v1 (buf curl, grpcui) and v1alpha (grpcurl, Python) listing
 /// `services` (full names) plus health, over the docverify descriptors and
@@ -41,12 +121,119 @@ pub fn reflection(
     Ok((v1, v1alpha))
 }
 
-/// Splits a shutdown signal into the future tonic waits on (stop accepting,
-/// drain) and a deadline that fires `drain` after the signal. Serve with
-/// `tokio::select!` over both, so a stuck client cannot hold the process.
+/// The health of one server: its own services follow its database; a
+/// dependency (auth-service, for document-service) is reported under its own
+/// name.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Arc<Vec<String>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("services", &self.services)
+            .finish()
+    }
+}
+
+impl Health {
+    /// The reporter for `services`, and the health service to add to the router.
+    pub fn new(
+        services: &[&str],
+    ) -> (
+        Self,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let services = std::iter::once(String::new())
+            .chain(services.iter().map(|s| (*s).to_owned()))
+            .collect();
+        (
+            Self {
+                reporter,
+                services: Arc::new(services),
+            },
+            service,
+        )
+    }
+
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in self.services.iter() {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    /// Checks `db` every `interval`: NOT_SERVING while it does not answer,
+    /// SERVING again when it does.
+    pub fn follow_database(&self, db: Db, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let health = self.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let up = matches!(tokio::time::timeout(interval, db.ping()).await, Ok(Ok(())));
+                if last != Some(up) {
+                    if !up {
+                        tracing::warn!("database unreachable: health NOT_SERVING");
+                    } else if last.is_some() {
+                        tracing::info!("database reachable again: health SERVING");
+                    }
+                    health.set(up).await;
+                    last = Some(up);
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+
+    /// Reports whether the server behind `channel` answers its health check,
+    /// under `name`.
+    pub fn follow_dependency(
+        &self,
+        name: &'static str,
+        channel: tonic::transport::Channel,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response, health_client::HealthClient,
+        };
+        let reporter = self.reporter.clone();
+        tokio::spawn(async move {
+            let mut client = HealthClient::new(channel);
+            loop {
+                let mut request = tonic::Request::new(HealthCheckRequest {
+                    service: String::new(),
+                });
+                request.set_timeout(interval);
+                let up = client.check(request).await.is_ok_and(|r| {
+                    r.get_ref().status == health_check_response::ServingStatus::Serving as i32
+                });
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                reporter.set_service_status(name, status).await;
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+}
+
+/// Splits a shutdown signal into the future tonic waits on (health goes
+/// NOT_SERVING, the listener closes, in-flight RPCs drain) and a deadline
+/// that fires `drain` after the signal. Serve with `tokio::select!` over both,
+/// so a stuck client cannot hold the process.
 pub fn graceful(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
+    health: Health,
 ) -> (
     impl Future<Output = ()> + Send,
     impl Future<Output = ()> + Send,
@@ -57,6 +244,7 @@ pub fn graceful(
     };
     let deadline = async move {
         shutdown.await;
+        health.set(false).await;
         let _ = tx.send(true);
         tokio::time::sleep(drain).await;
         tracing::warn!(
@@ -96,6 +284,50 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// The `healthcheck` subcommand: asks the server at `addr` (its own listen
+/// address) for its overall health; `Ok(true)` when SERVING. With TLS on, it
+/// trusts the certificates in TLS_CERT_FILE (put the CA there) and presents
+/// them as its client certificate when mutual TLS is required.
+pub async fn healthcheck(addr: std::net::SocketAddr, config: &ServerConfig) -> Result<bool> {
+    use tonic::transport::{ClientTlsConfig, Endpoint};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response, health_client::HealthClient,
+    };
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    let target = std::net::SocketAddr::new(ip, addr.port());
+    let mut endpoint = Endpoint::from_shared(format!(
+        "{}://{target}",
+        if config.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    ))
+    .map_err(Error::internal)?
+    .connect_timeout(Duration::from_secs(2))
+    .timeout(Duration::from_secs(2));
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        let pem = read_pem("TLS_CERT_FILE", cert)?;
+        let tls = ClientTlsConfig::new()
+            .domain_name("localhost")
+            .ca_certificate(Certificate::from_pem(&pem))
+            .identity(Identity::from_pem(&pem, read_pem("TLS_KEY_FILE", key)?));
+        endpoint = endpoint.tls_config(tls).map_err(Error::internal)?;
+    }
+    let channel = endpoint.connect().await.map_err(Error::unavailable)?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|s| Error::unavailable(s.message().to_owned()))?;
+    Ok(response.get_ref().status == health_check_response::ServingStatus::Serving as i32)
+}
+
 /// The process exit code for a binary's result; a startup failure names its
 /// cause (the setting or the dependency) on stderr.
 pub fn exit(result: Result<()>) -> std::process::ExitCode {
@@ -117,4 +349,40 @@ pub fn exit(result: Result<()>) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the `healthcheck` subcommand and turns its answer into an exit code.
+pub async fn healthcheck_exit(
+    addr: std::net::SocketAddr,
+    config: &ServerConfig,
+) -> std::process::ExitCode {
+    match healthcheck(addr, config).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            tracing::warn!(%addr, "not serving");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "health check failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves Prometheus metrics on METRICS_ADDR, when set, for the life of the
+/// process.
+pub async fn spawn_metrics(config: &ServerConfig) -> Result<()> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::internal(format!("METRICS_ADDR {addr}: {e}")))?;
+    tracing::info!(%addr, "metrics on /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(listener, shutdown_signal()).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    Ok(())
 }

@@ -29,7 +29,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait TokenVerifier: Send + Sync + 'static {
     /// The identity `token` stands for, or UNAUTHENTICATED (UNAVAILABLE when
     /// the verifier cannot decide yet, for example before it has keys).
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>>;
+    /// `deadline` is what is left of the caller's `grpc-timeout`, for a
+    /// verifier that has to ask someone.
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+        deadline: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Identity>>;
 }
 
 /// Verifies tokens locally with auth-service's published keys.
@@ -130,7 +136,11 @@ impl JwksVerifier {
 }
 
 impl TokenVerifier for JwksVerifier {
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>> {
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+        _deadline: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Identity>> {
         Box::pin(async move {
             let kid = token_kid(token)?;
             let mut keys = self.current().ok_or_else(|| {
@@ -164,16 +174,30 @@ impl RemoteVerifier {
 }
 
 impl TokenVerifier for RemoteVerifier {
-    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity>> {
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+        deadline: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Identity>> {
         Box::pin(async move {
             // Refuse what cannot be a token before spending a call on it.
             token_kid(token)?;
+            let mut request = tonic::Request::new(ValidateTokenRequest {
+                access_token: token.to_owned(),
+            });
+            // The caller's deadline travels on to auth-service.
+            if let Some(deadline) = deadline {
+                request.set_timeout(deadline);
+            }
+            if let Some(id) = crate::identity::current_request_id().and_then(|id| id.parse().ok()) {
+                request
+                    .metadata_mut()
+                    .insert(crate::layer::REQUEST_ID_HEADER, id);
+            }
             let response = self
                 .client
                 .clone()
-                .validate_token(ValidateTokenRequest {
-                    access_token: token.to_owned(),
-                })
+                .validate_token(request)
                 .await
                 .map_err(|s| {
                     Error::unavailable(format!("auth-service ValidateToken: {}", s.message()))

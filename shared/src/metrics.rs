@@ -1,0 +1,172 @@
+//! Prometheus metrics, process-wide (the local stack runs both services in
+//! one process; every series carries a `service` label). Served over plain
+//! HTTP on `METRICS_ADDR`, apart from the gRPC port.
+
+use std::{
+    future::Future,
+    sync::{LazyLock, Mutex},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    db::Db,
+    error::{Error, Result},
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub service: String,
+    pub method: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub service: String,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub service: String,
+    pub state: String,
+}
+
+type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<CallLabels, Counter>,
+    pub latency: HistogramFamily,
+    pub in_flight: Family<ServiceLabels, Gauge>,
+    pub pool: Family<PoolLabels, Gauge>,
+    pub argon2_queue: Gauge,
+    pools: Mutex<Vec<(String, Db)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("docverify");
+    let requests = Family::<CallLabels, Counter>::default();
+    let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+    let in_flight = Family::<ServiceLabels, Gauge>::default();
+    let pool = Family::<PoolLabels, Gauge>::default();
+    let argon2_queue = Gauge::default();
+    registry.register(
+        "grpc_requests",
+        "RPCs handled, by method and status code",
+        requests.clone(),
+    );
+    registry.register(
+        "grpc_request_duration_seconds",
+        "RPC latency until the last response byte",
+        latency.clone(),
+    );
+    registry.register(
+        "grpc_in_flight_requests",
+        "RPCs being served now",
+        in_flight.clone(),
+    );
+    registry.register(
+        "db_pool_connections",
+        "Database connections by state",
+        pool.clone(),
+    );
+    registry.register(
+        "argon2_queue_depth",
+        "Password hashes waiting for a worker",
+        argon2_queue.clone(),
+    );
+    Metrics {
+        registry,
+        requests,
+        latency,
+        in_flight,
+        pool,
+        argon2_queue,
+        pools: Mutex::new(Vec::new()),
+    }
+});
+
+impl Metrics {
+    /// Reports `db`'s pool usage under `service` at every scrape.
+    pub fn watch_pool(&self, service: &str, db: &Db) {
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.retain(|(s, _)| s != service);
+            pools.push((service.to_owned(), db.clone()));
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        if let Ok(pools) = self.pools.lock() {
+            for (service, db) in pools.iter() {
+                let (size, idle, max) = db.pool_usage();
+                for (state, value) in [
+                    ("used", size.saturating_sub(idle)),
+                    ("idle", idle),
+                    ("max", max),
+                ] {
+                    self.pool
+                        .get_or_create(&PoolLabels {
+                            service: service.clone(),
+                            state: state.to_owned(),
+                        })
+                        .set(i64::from(value));
+                }
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    use axum::{Router, http::header, response::IntoResponse, routing::get};
+    async fn scrape() -> impl IntoResponse {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            METRICS.render(),
+        )
+    }
+    let router = Router::new().route("/metrics", get(scrape));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::internal)
+}
