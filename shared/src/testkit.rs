@@ -178,3 +178,121 @@ pub async fn connect_when_ready(addr: std::net::SocketAddr) -> tonic::transport:
     }
     panic!("server at {addr} did not become ready");
 }
+
+/// A service binary running as a child process, its output captured.
+#[derive(Debug)]
+pub struct Process {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Process {
+    /// Starts `binary` with `env` (and `NO_COLOR`), waits for its
+    /// `<name> listening addr=...` log line and returns with its address
+    /// (listen on port 0 and let the process tell).
+    pub fn start(
+        binary: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        name: &str,
+    ) -> Self {
+        use std::{io::Read, process::Stdio};
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipes: Vec<Box<dyn Read + Send>> = vec![
+            Box::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout"))),
+            Box::new(child.stderr.take().unwrap_or_else(|| panic!("no stderr"))),
+        ];
+        for mut pipe in pipes {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut out) = output.lock() {
+                        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        let needle = format!("{name} listening");
+        let started = std::time::Instant::now();
+        loop {
+            let text = output.lock().map(|o| o.clone()).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .filter(|l| l.contains(&needle))
+                .find_map(|l| l.split("addr").nth(1))
+                .and_then(|rest| {
+                    rest.trim_start_matches(['=', '"', ':', ' '])
+                        .split(['"', ' ', ',', '}'])
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                })
+            {
+                return Self {
+                    child,
+                    output,
+                    addr,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited with {status} before listening:\n{text}");
+            }
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                panic!("{name} did not start listening within 30 s:\n{text}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`.
+    pub fn wait_for_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

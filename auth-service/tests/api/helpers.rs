@@ -111,13 +111,22 @@ async fn spawn(
     config.argon2_workers = Some(2);
     config.clock = clock;
     customize(&mut config);
+    let tls_configured = config.server.tls_cert_file.is_some();
 
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(auth_service::serve(config, listener, async {
         let _ = stopped.await;
     }));
-    let channel = connect_when_ready(addr).await;
+    // A TLS server is waited for by its test, with its own client.
+    let tls = tls_configured;
+    let channel = if tls {
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy()
+    } else {
+        connect_when_ready(addr).await
+    };
     TestApp {
         addr,
         channel,

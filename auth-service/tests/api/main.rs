@@ -6,6 +6,7 @@
 mod audit;
 mod helpers;
 mod login;
+mod process;
 mod register;
 mod sessions;
 mod tokens;

@@ -6,6 +6,7 @@
 mod audit;
 mod helpers;
 mod keys;
+mod process;
 mod rbac;
 mod reflection;
 mod story;

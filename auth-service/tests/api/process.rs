@@ -1,0 +1,320 @@
+//! The real auth-service binary as a child process: log hygiene at trace
+//! level, JSON logs, the healthcheck subcommand, graceful shutdown on
+//! SIGTERM, gRPC-Web over HTTP/1.1, load shedding and message limits.
+
+use std::{
+    io::{Read, Write},
+    time::Duration,
+};
+
+use shared::{
+    proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
+    testkit::{Process, TestDb, connect_when_ready},
+};
+use tonic::{Code, transport::Channel};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-service");
+
+struct Running {
+    process: Process,
+    channel: Channel,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+    key: TestKey,
+}
+
+async fn start(extra: &[(&str, String)]) -> Running {
+    let db = TestDb::fresh("authbin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::generate();
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&key_path, &key.pem).unwrap();
+    let mut env = vec![
+        ("AUTH_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("AUTH_DATABASE_URL", db.url.clone()),
+        ("AUTH_SIGNING_KEY_FILE", key_path.display().to_string()),
+        ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+        ("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ("SHUTDOWN_DRAIN_TIMEOUT", "5s".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    let process = Process::start(BIN.as_ref(), &[], &env, "auth-service");
+    let channel = connect_when_ready(process.addr).await;
+    Running {
+        process,
+        channel,
+        _db: db,
+        _dir: dir,
+        key,
+    }
+}
+
+fn healthcheck(running: &Running) -> bool {
+    std::process::Command::new(BIN)
+        .arg("healthcheck")
+        .env("AUTH_LISTEN_ADDR", running.process.addr.to_string())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log_even_at_trace_level() {
+    let mut running = start(&[("RUST_LOG", "trace".into()), ("LOG_FORMAT", "json".into())]).await;
+    let mut auth = AuthServiceClient::new(running.channel.clone());
+    let email = "secretive@example.com";
+    let new_password = "lighthouse pumpkin velvet tractor";
+    auth.register(pb::RegisterRequest {
+        email: email.into(),
+        password: PASSWORD.into(),
+        display_name: "S".into(),
+    })
+    .await
+    .unwrap();
+    let _ = auth
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: "a wrong password guess".into(),
+        })
+        .await;
+    let login = auth
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refreshed = auth
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: login.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    auth.get_current_user(bearer(
+        pb::GetCurrentUserRequest {},
+        &refreshed.access_token,
+    ))
+    .await
+    .unwrap();
+    auth.validate_token(pb::ValidateTokenRequest {
+        access_token: refreshed.access_token.clone(),
+    })
+    .await
+    .unwrap();
+    auth.change_password(bearer(
+        pb::ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: new_password.into(),
+        },
+        &refreshed.access_token,
+    ))
+    .await
+    .unwrap();
+    let _ = auth
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: login.refresh_token.clone(),
+        })
+        .await;
+    auth.logout(pb::LogoutRequest {
+        refresh_token: refreshed.refresh_token.clone(),
+    })
+    .await
+    .unwrap();
+    drop(auth);
+
+    running.process.terminate();
+    let status = running
+        .process
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}");
+    let log = running.process.output();
+    assert!(
+        log.len() > 10_000,
+        "trace level logs plenty: {} bytes",
+        log.len()
+    );
+    let key_body: String = running
+        .key
+        .pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let secrets = [
+        ("password", PASSWORD.to_owned()),
+        ("wrong password", "a wrong password guess".to_owned()),
+        ("new password", new_password.to_owned()),
+        ("admin password", ADMIN_PASSWORD.to_owned()),
+        ("access token", login.access_token.clone()),
+        (
+            "access token signature",
+            login.access_token.rsplit('.').next().unwrap().to_owned(),
+        ),
+        ("refreshed access token", refreshed.access_token.clone()),
+        ("refresh token", login.refresh_token.clone()),
+        ("rotated refresh token", refreshed.refresh_token.clone()),
+        ("signing key", key_body),
+    ];
+    for (what, secret) in secrets {
+        assert!(!log.contains(&secret), "the {what} appears in the log");
+    }
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "LOG_FORMAT=json: not JSON: {line}"
+        );
+    }
+    assert!(log.contains("\"request_id\""), "spans carry the request id");
+}
+
+#[tokio::test]
+async fn healthcheck_subcommand_and_graceful_shutdown() {
+    let mut running = start(&[]).await;
+    assert!(healthcheck(&running), "healthcheck exits 0 while serving");
+    running.process.terminate();
+    let status = running
+        .process
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        !healthcheck(&running),
+        "healthcheck exits 1 when nothing answers"
+    );
+}
+
+fn http1(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    response
+}
+
+#[tokio::test]
+async fn grpc_web_over_http1_with_cors() {
+    let running = start(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com".into())]).await;
+    let addr = running.process.addr;
+    // One empty ListSigningKeysRequest, framed: flag 0, length 0.
+    let body = [0u8, 0, 0, 0, 0];
+    let mut request = format!(
+        "POST /docverify.auth.v1.AuthService/ListSigningKeys HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nOrigin: https://app.example.com\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let response = http1(addr, &request);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_lowercase()
+            .contains("content-type: application/grpc-web"),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase()
+            .contains("access-control-allow-origin: https://app.example.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains("grpc-status:0"),
+        "the trailer frame carries the status: {text}"
+    );
+    assert!(
+        text.contains(&running.key.kid),
+        "the key set came back: {text}"
+    );
+
+    let preflight = format!(
+        "OPTIONS /docverify.auth.v1.AuthService/Login HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://app.example.com\r\n\
+         Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\nConnection: close\r\n\r\n"
+    );
+    let text = String::from_utf8_lossy(&http1(addr, preflight.as_bytes())).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("access-control-allow-origin: https://app.example.com"),
+        "{text}"
+    );
+    let stranger = preflight.replace("https://app.example.com", "https://evil.example.com");
+    let text = String::from_utf8_lossy(&http1(addr, stranger.as_bytes())).to_lowercase();
+    assert!(
+        !text.contains("access-control-allow-origin"),
+        "other origins get no CORS grant: {text}"
+    );
+}
+
+#[tokio::test]
+async fn load_is_shed_and_messages_are_bounded() {
+    let running = start(&[
+        ("MAX_CONCURRENT_REQUESTS", "1".into()),
+        ("MAX_MESSAGE_BYTES", "1024".into()),
+    ])
+    .await;
+    // A reflection stream left open holds the one slot.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(1);
+    let mut reflection = ServerReflectionClient::new(running.channel.clone());
+    let open = reflection
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let mut auth = AuthServiceClient::new(running.channel.clone());
+    let shed = auth.list_signing_keys(pb::ListSigningKeysRequest {}).await;
+    let status = assert_error(shed, Code::ResourceExhausted, "OVERLOADED");
+    use tonic_types::StatusExt;
+    assert!(status.get_error_details().retry_info().is_some());
+    drop(tx);
+    drop(open);
+    // The slot frees when the stream ends.
+    let mut ok = false;
+    for _ in 0..100 {
+        if auth
+            .list_signing_keys(pb::ListSigningKeysRequest {})
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the slot came back");
+
+    let big = auth
+        .register(pb::RegisterRequest {
+            email: "big@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "x".repeat(4096),
+        })
+        .await
+        .expect_err("over MAX_MESSAGE_BYTES");
+    assert!(
+        matches!(big.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{big:?}"
+    );
+
+    // The caller's deadline is honoured.
+    let mut login = tonic::Request::new(pb::LoginRequest {
+        email: ADMIN_EMAIL.into(),
+        password: ADMIN_PASSWORD.into(),
+    });
+    login.set_timeout(Duration::from_micros(1));
+    let late = auth.login(login).await.expect_err("deadline of 1 µs");
+    assert!(
+        matches!(late.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{late:?}"
+    );
+}
