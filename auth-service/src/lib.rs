@@ -8,6 +8,7 @@
 
 mod auth_api;
 mod bootstrap;
+pub mod cli;
 pub mod config;
 mod fields;
 mod password;

@@ -1,62 +1,6 @@
-//! The auth-service binary: `serve` (the default), `migrate`,
-//! `create-admin`, `healthcheck`.
-
-use clap::{Parser, Subcommand};
-use shared::config::ServerConfig;
-
-#[derive(Debug, Parser)]
-#[command(name = "auth-service", version, about = "docverify auth-service")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    config: auth_service::Config,
-    #[command(flatten)]
-    server: ServerConfig,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve gRPC (the default).
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
-    /// Create an admin account, or grant the admin role to an existing one.
-    CreateAdmin {
-        #[arg(long, env = "ADMIN_EMAIL")]
-        email: String,
-        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
-        password: String,
-    },
-    /// Exit 0 when the running service reports SERVING, 1 otherwise
-    /// (for container health checks).
-    Healthcheck,
-}
+//! The auth-service binary; everything lives in the library.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut cli = Cli::parse();
-    shared::telemetry::init(cli.server.log_format);
-    cli.config.server = cli.server.clone();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config).await,
-        Command::Migrate => auth_service::migrate(&cli.config).await.map(|_| ()),
-        Command::CreateAdmin { email, password } => {
-            auth_service::create_admin(&cli.config, &email, &password).await
-        }
-        Command::Healthcheck => {
-            return shared::server::healthcheck_exit(cli.config.listen_addr, &cli.server).await;
-        }
-    };
-    shared::server::exit(result)
-}
-
-async fn serve(config: auth_service::Config) -> shared::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|e| {
-            shared::Error::internal(format!("AUTH_LISTEN_ADDR {}: {e}", config.listen_addr))
-        })?;
-    shared::server::spawn_metrics(&config.server).await?;
-    auth_service::serve(config, listener, shared::server::shutdown_signal()).await
+    auth_service::cli::run().await
 }

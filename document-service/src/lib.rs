@@ -6,6 +6,7 @@
 //! verified locally with the published keys.
 
 mod api;
+pub mod cli;
 pub mod config;
 mod documents;
 mod upload;

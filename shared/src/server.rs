@@ -378,7 +378,8 @@ pub async fn spawn_metrics(config: &ServerConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::internal(format!("METRICS_ADDR {addr}: {e}")))?;
-    tracing::info!(%addr, "metrics on /metrics");
+    let bound = listener.local_addr().map_err(Error::internal)?;
+    tracing::info!(addr = %bound, "metrics on /metrics");
     tokio::spawn(async move {
         if let Err(e) = crate::metrics::serve(listener, shutdown_signal()).await {
             tracing::error!(error = %e, "metrics server failed");

@@ -318,3 +318,39 @@ async fn load_is_shed_and_messages_are_bounded() {
         "{late:?}"
     );
 }
+
+#[tokio::test]
+async fn prometheus_metrics_on_their_own_listener() {
+    let running = start(&[("METRICS_ADDR", "127.0.0.1:0".into())]).await;
+    let mut auth = AuthServiceClient::new(running.channel.clone());
+    auth.list_signing_keys(pb::ListSigningKeysRequest {})
+        .await
+        .unwrap();
+    let _ = auth
+        .login(pb::LoginRequest {
+            email: "x@example.com".into(),
+            password: "not the password".into(),
+        })
+        .await;
+    let log = running.process.output();
+    let addr: std::net::SocketAddr = log
+        .lines()
+        .find(|l| l.contains("metrics on /metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the metrics address is logged");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&http1(addr, request.as_bytes())).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for needle in [
+        r#"docverify_grpc_requests_total{service="auth-service",method="/docverify.auth.v1.AuthService/ListSigningKeys",code="Ok"} 1"#,
+        r#"method="/docverify.auth.v1.AuthService/Login",code="Unauthenticated"} 1"#,
+        "docverify_grpc_request_duration_seconds_bucket",
+        r#"docverify_grpc_in_flight_requests{service="auth-service"}"#,
+        r#"docverify_db_pool_connections{service="auth-service",state="max"}"#,
+        "docverify_argon2_queue_depth",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}

@@ -79,3 +79,93 @@ async fn remote_validation_needs_auth_service() {
     stack.auth.stop().await;
     assert_eq!(list_code(&stack.docs, &admin).await, Code::Unavailable);
 }
+
+async fn health(channel: &tonic::transport::Channel, service: &str) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+async fn wait_health(channel: &tonic::transport::Channel, service: &str, want: i32) -> bool {
+    for _ in 0..100 {
+        if health(channel, service).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn health_follows_auth_service_and_the_database() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let (serving, not_serving) = (
+        ServingStatus::Serving as i32,
+        ServingStatus::NotServing as i32,
+    );
+    let mut stack = spawn_stack_with(TokenValidation::Local, |c| {
+        c.server.health_check_interval = Duration::from_millis(200);
+    })
+    .await;
+    let channel = stack.docs.channel.clone();
+    assert!(wait_health(&channel, "docverify.auth.v1.AuthService", serving).await);
+    assert_eq!(
+        health(&channel, "docverify.document.v1.DocumentService").await,
+        serving
+    );
+    stack.auth.stop().await;
+    assert!(
+        wait_health(&channel, "docverify.auth.v1.AuthService", not_serving).await,
+        "auth-service down is reported"
+    );
+    assert_eq!(
+        health(&channel, "").await,
+        serving,
+        "document-service itself still serves"
+    );
+
+    if !stack.docs.db.is_postgres() {
+        eprintln!(
+            "database outage part skipped: it needs PostgreSQL (set DOCVERIFY_TEST_POSTGRES)"
+        );
+        return;
+    }
+    // Take the database away: refuse new connections and cut the open ones.
+    let name = stack.docs.db.url.rsplit('/').next().unwrap().to_owned();
+    let server = std::env::var(shared::testkit::POSTGRES_ENV).unwrap();
+    let admin = sqlx::PgPool::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    let set = |allow: bool| format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {allow}");
+    sqlx::query(sqlx::AssertSqlSafe(set(false)))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert!(
+        wait_health(&channel, "", not_serving).await,
+        "NOT_SERVING while the database is gone"
+    );
+    assert_eq!(
+        health(&channel, "docverify.document.v1.DocumentService").await,
+        not_serving
+    );
+    sqlx::query(sqlx::AssertSqlSafe(set(true)))
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert!(
+        wait_health(&channel, "", serving).await,
+        "SERVING again once it is back"
+    );
+    admin.close().await;
+}

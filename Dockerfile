@@ -1,0 +1,19 @@
+# Both service binaries, built release and locked, in a small non-root image.
+# The compose file picks the binary with `command:`.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin auth-service --bin document-service \
+    && install -D -m 0755 target/release/auth-service target/release/document-service -t /out/
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/docverify --create-home docverify
+COPY --from=build /out/auth-service /out/document-service /usr/local/bin/
+USER 10001:10001
+WORKDIR /var/lib/docverify
+ENV AUTH_LISTEN_ADDR=0.0.0.0:50051 \
+    DOCUMENT_LISTEN_ADDR=0.0.0.0:50052
+EXPOSE 50051 50052
+CMD ["auth-service"]
