@@ -174,7 +174,8 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// PostgreSQL class 08 (connection), 53 (resources) and 57P0x (shutdown);
+/// PostgreSQL class 08 (connection), 53 (resources), 57P0x (shutdown) and
+/// refused connections;
 /// SQLite BUSY, LOCKED, IOERR and CANTOPEN (extended codes keep the primary
 /// code in the low byte).
 fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
@@ -184,7 +185,12 @@ fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
             .parse::<i64>()
             .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 14));
     }
-    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+    // 55000: the database refuses connections for now; 3D000: it is gone.
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P0")
+        || code == "55000"
+        || code == "3D000"
 }
 
 #[cfg(test)]

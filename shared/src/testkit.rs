@@ -57,6 +57,32 @@ impl TestDb {
     pub fn is_postgres(&self) -> bool {
         matches!(self.cleanup, Cleanup::Postgres { .. })
     }
+
+    /// PostgreSQL only: an outage (refuse new connections and cut the open
+    /// ones) with `false`, the end of it with `true`.
+    pub async fn set_reachable(&self, reachable: bool) {
+        let Cleanup::Postgres { server, name } = &self.cleanup else {
+            panic!("set_reachable needs PostgreSQL");
+        };
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
+        let alter = format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {reachable}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(alter))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot alter {name}: {e}"));
+        if !reachable {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot cut connections to {name}: {e}"));
+        }
+        let _ = admin.close().await;
+    }
 }
 
 impl Drop for TestDb {
@@ -265,6 +291,12 @@ impl Process {
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Kills the process outright (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM.

@@ -144,7 +144,7 @@ async fn parallel_guesses_never_exceed_the_allowance() {
     let app = spawn_app().await;
     let email = "frank@example.com";
     app.register(email).await;
-    let guesses = (0..30).map(|i| {
+    let guesses = (0..50).map(|i| {
         let mut client = app.auth();
         async move {
             client
@@ -176,7 +176,7 @@ async fn parallel_guesses_never_exceed_the_allowance() {
         checked, 5,
         "exactly the allowed attempts reached the hash check"
     );
-    assert_eq!(throttled, 25);
+    assert_eq!(throttled, 45);
 }
 
 #[tokio::test]
@@ -206,4 +206,58 @@ async fn unlock_user_clears_throttling() {
     let events = app.events(&admin.access_token, "user.unlocked").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].target_id, user.id);
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_take_about_the_same_time() {
+    let app = spawn_app().await;
+    let tries = 24;
+    for i in 0..tries {
+        app.register(&format!("timed{i}@example.com")).await;
+    }
+    let time = |email: String| {
+        let mut client = app.auth();
+        async move {
+            let started = std::time::Instant::now();
+            let result = client
+                .login(shared::proto::auth::v1::LoginRequest {
+                    email,
+                    password: "definitely not it".into(),
+                })
+                .await;
+            let status = result.expect_err("wrong either way");
+            assert_eq!(status.code(), Code::Unauthenticated);
+            (started.elapsed(), status.message().to_owned())
+        }
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    // Interleaved, in alternating order, so both kinds see the same load.
+    for i in 0..tries {
+        if i % 2 == 0 {
+            known.push(time(format!("timed{i}@example.com")).await);
+            unknown.push(time(format!("ghost{i}@example.com")).await);
+        } else {
+            unknown.push(time(format!("ghost{i}@example.com")).await);
+            known.push(time(format!("timed{i}@example.com")).await);
+        }
+    }
+    assert!(
+        known.iter().chain(&unknown).all(|(_, m)| *m == known[0].1),
+        "same message"
+    );
+    let median = |v: &mut Vec<(Duration, String)>| {
+        v.sort_by_key(|(d, _)| *d);
+        v[v.len() / 2].0.as_secs_f64()
+    };
+    let (k, u) = (median(&mut known), median(&mut unknown));
+    let ratio = k.max(u) / k.min(u);
+    eprintln!(
+        "median wrong password {:.1} ms, unknown email {:.1} ms, ratio {ratio:.2}",
+        k * 1e3,
+        u * 1e3
+    );
+    assert!(
+        ratio <= 1.25,
+        "timings differ by more than 25%: {k:.4}s vs {u:.4}s"
+    );
 }

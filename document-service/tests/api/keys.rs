@@ -169,3 +169,37 @@ async fn health_follows_auth_service_and_the_database() {
     );
     admin.close().await;
 }
+
+#[tokio::test]
+async fn a_disabled_users_token_works_locally_until_it_expires() {
+    // Documented: local verification cannot see a disable before the token
+    // expires; refresh and login fail at once, and remote mode refuses at once.
+    let stack = spawn_stack(TokenValidation::Local).await;
+    let login = stack.auth.user("gone@example.com").await;
+    let admin = stack.admin().await;
+    stack
+        .auth
+        .users()
+        .disable_user(bearer(
+            shared::proto::auth::v1::DisableUserRequest {
+                user_id: login.user.clone().unwrap().id,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(list_code(&stack.docs, &login.access_token).await, Code::Ok);
+    assert_error(
+        stack.auth.login("gone@example.com", PASSWORD).await,
+        Code::PermissionDenied,
+        "USER_DISABLED",
+    );
+    let refresh = stack
+        .auth
+        .auth()
+        .refresh_token(shared::proto::auth::v1::RefreshTokenRequest {
+            refresh_token: login.refresh_token,
+        })
+        .await;
+    assert_error(refresh, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
+}

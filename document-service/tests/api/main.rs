@@ -5,6 +5,7 @@
 
 mod audit;
 mod compose;
+mod faults;
 mod helpers;
 mod keys;
 mod process;
