@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod db;
 pub mod error;

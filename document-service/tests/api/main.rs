@@ -4,12 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step fails the test
 
 mod audit;
+mod bad_input;
 mod compose;
 mod faults;
 mod helpers;
 mod keys;
 mod process;
-mod rbac;
+pub mod rbac;
 mod reflection;
 mod story;
 mod uploads;

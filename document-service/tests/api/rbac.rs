@@ -53,9 +53,19 @@ impl Decoder for Raw {
 
 /// The code of calling `path` with an empty message (first response only).
 async fn call(channel: &Channel, path: &str, token: Option<&str>) -> Code {
+    call_with(channel, path, token, Vec::new()).await
+}
+
+/// The code of calling `path` with `message` as the raw request bytes.
+pub async fn call_with(
+    channel: &Channel,
+    path: &str,
+    token: Option<&str>,
+    message: Vec<u8>,
+) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
-    let mut request = Request::new(tokio_stream::once(Vec::<u8>::new()));
+    let mut request = Request::new(tokio_stream::once(message));
     if let Some(token) = token {
         request
             .metadata_mut()
