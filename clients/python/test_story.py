@@ -1,0 +1,576 @@
+"""docverify from Python: the whole story against the real binaries.
+
+Stubs are generated from <repo>/proto at test time with grpc_tools.protoc.
+auth-service and document-service are started as subprocesses on port 0, each
+with a fresh SQLite database; readiness is a gRPC health check. The tests then
+run the story (register, login, upload, verify, audit, download), read the
+google.rpc error details with grpcio-status and discover the services through
+server reflection.
+
+Run it with clients/python/run.sh, which prints "N passed, N failed" last.
+"""
+
+import atexit
+import hashlib
+import importlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+from google.protobuf import descriptor_pool
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from grpc_status import rpc_status
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.environ.get("DOCVERIFY_REPO") or os.path.dirname(os.path.dirname(HERE))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+AUTH_BIN = os.environ.get("AUTH_SERVICE_BIN") or os.path.join(TARGET, "debug", "auth-service")
+DOCUMENT_BIN = os.environ.get("DOCUMENT_SERVICE_BIN") or os.path.join(
+    TARGET, "debug", "document-service"
+)
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "correct horse battery staple admin"
+PASSWORD = "quartz violin meadow lantern"
+
+# Seconds for a binary to log its address and answer SERVING.
+START_TIMEOUT = float(os.environ.get("DOCVERIFY_START_TIMEOUT", "60"))
+RPC_TIMEOUT = 30.0  # seconds for one RPC (argon2 hashing is slow in debug builds)
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def generate_stubs(out_dir):
+    """Runs protoc over every .proto in <repo>/proto into out_dir and puts it on sys.path."""
+    from grpc_tools import protoc
+    import grpc_tools
+
+    proto_root = os.path.join(REPO, "proto")
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    protos = sorted(
+        os.path.join(d, f)
+        for d, _, files in os.walk(proto_root)
+        for f in files
+        if f.endswith(".proto")
+    )
+    if not protos:
+        raise RuntimeError(f"no .proto files under {proto_root}")
+    os.makedirs(out_dir, exist_ok=True)
+    args = [
+        "grpc_tools.protoc",
+        f"-I{proto_root}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError(f"protoc failed: {' '.join(args)}")
+    sys.path.insert(0, out_dir)
+    importlib.invalidate_caches()
+
+
+_STUBS_DIR = None
+
+
+def load_stubs():
+    """Generates the stubs once per test run, into a directory removed at exit."""
+    global _STUBS_DIR
+    if _STUBS_DIR is None:
+        stubs = tempfile.TemporaryDirectory(prefix="docverify-py-stubs-")
+        atexit.register(stubs.cleanup)
+        generate_stubs(stubs.name)
+        _STUBS_DIR = stubs
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM it if this test process dies (Linux only)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:
+        pass
+
+
+class Service:
+    """One real binary as a subprocess; its merged output is kept in memory."""
+
+    def __init__(self, name, binary, env, addr_pattern):
+        self.name = name
+        self.lines = []
+        self._addr = None
+        self._found = threading.Event()
+        full_env = dict(os.environ)
+        full_env.update(env)
+        full_env["NO_COLOR"] = "1"
+        full_env.setdefault("RUST_LOG", "info")
+        self.proc = subprocess.Popen(
+            [binary],
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self._pattern = re.compile(addr_pattern)
+        # Keep draining the pipe for the process's whole life, so it never blocks on a full pipe.
+        self._reader = threading.Thread(target=self._read, name=f"{name}-log", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = ANSI.sub("", raw.rstrip("\n"))
+            self.lines.append(line)
+            if self._addr is None:
+                m = self._pattern.search(line)
+                if m:
+                    self._addr = m.group(1)
+                    self._found.set()
+        self._found.set()  # the process ended: wake the waiter
+
+    def wait_for_address(self, deadline):
+        while time.monotonic() < deadline:
+            if self._found.wait(timeout=0.1):
+                break
+        if self._addr is None:
+            code = self.proc.poll()
+            state = "still running" if code is None else f"exited with {code}"
+            raise RuntimeError(
+                f"{self.name} did not log its listening address ({state}):\n{self.log_tail()}"
+            )
+        return self._addr
+
+    def wait_serving(self, channel, services, deadline):
+        """Polls grpc.health.v1.Health/Check for each name until all are SERVING."""
+        stub = health_pb2_grpc.HealthStub(channel)
+        pending = list(services)
+        last = None
+        while pending:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(
+                    f"{self.name} not SERVING for {pending[0]!r} in time (last: {last}):\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                r = stub.Check(
+                    health_pb2.HealthCheckRequest(service=pending[0]),
+                    timeout=min(2.0, remaining),
+                )
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    pending.pop(0)
+                    continue
+            except grpc.RpcError as e:
+                last = f"{e.code().name}: {e.details()}"
+            time.sleep(0.05)
+
+    def stop(self, timeout=20.0):
+        """SIGTERM, then wait; SIGKILL only if it does not stop in time.
+
+        Returns the exit code after SIGTERM, or None if the process had already exited.
+        """
+        signalled = self.proc.poll() is None
+        if signalled:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.lines.append(f"[test] {self.name} ignored SIGTERM for {timeout}s: killed")
+        self._reader.join(timeout=5)
+        return self.proc.returncode if signalled else None
+
+    def log_tail(self, n=40):
+        return "\n".join(f"  {self.name}| {l}" for l in self.lines[-n:])
+
+
+def bearer(token):
+    return (("authorization", f"Bearer {token}"),)
+
+
+def details_of(err):
+    """The google.rpc.Status of a failed call, its Any details unpacked by type."""
+    status = rpc_status.from_call(err)
+    if status is None:
+        raise AssertionError(f"{err.code()} carries no grpc-status-details-bin: {err.details()}")
+    found = {}
+    for any_ in status.details:
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RequestInfo,
+            error_details_pb2.RetryInfo,
+        ):
+            if any_.Is(cls.DESCRIPTOR):
+                msg = cls()
+                any_.Unpack(msg)
+                found[cls.DESCRIPTOR.name] = msg
+    return status, found
+
+
+class StoryTest(unittest.TestCase):
+    """Both services started once for the class; each test uses its own accounts."""
+
+    services = []
+    # document-service's default: it verifies tokens with auth-service's published keys.
+    TOKEN_VALIDATION = "local"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="docverify-py-")
+        cls.addClassCleanup(cls.tmp.cleanup)
+        tmp = cls.tmp.name
+        load_stubs()
+        cls.auth_pb2 = importlib.import_module("docverify.auth.v1.auth_pb2")
+        cls.auth_grpc = importlib.import_module("docverify.auth.v1.auth_pb2_grpc")
+        cls.doc_pb2 = importlib.import_module("docverify.document.v1.document_pb2")
+        cls.doc_grpc = importlib.import_module("docverify.document.v1.document_pb2_grpc")
+        cls.audit_pb2 = importlib.import_module("docverify.audit.v1.audit_pb2")
+        cls.audit_grpc = importlib.import_module("docverify.audit.v1.audit_pb2_grpc")
+
+        cls.services = []
+        cls.addClassCleanup(cls._stop_all)
+        deadline = time.monotonic() + START_TIMEOUT
+
+        auth = Service(
+            "auth-service",
+            AUTH_BIN,
+            {
+                "AUTH_LISTEN_ADDR": "127.0.0.1:0",
+                "AUTH_DATABASE_URL": f"sqlite://{tmp}/auth.db",
+                "BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+                "BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "RUST_LOG": "info",
+            },
+            r"auth-service listening addr=(\S+)",
+        )
+        cls.services.append(auth)
+        cls.auth_addr = auth.wait_for_address(deadline)
+        cls.auth_channel = grpc.insecure_channel(cls.auth_addr)
+        cls.addClassCleanup(cls.auth_channel.close)
+        auth.wait_serving(
+            cls.auth_channel,
+            ["", "docverify.auth.v1.AuthService", "docverify.auth.v1.UserService"],
+            deadline,
+        )
+
+        docs = Service(
+            "document-service",
+            DOCUMENT_BIN,
+            {
+                "DOCUMENT_LISTEN_ADDR": "127.0.0.1:0",
+                "DOCUMENT_DATABASE_URL": f"sqlite://{tmp}/documents.db",
+                "AUTH_SERVICE_URL": f"http://{cls.auth_addr}",
+                "TOKEN_VALIDATION": cls.TOKEN_VALIDATION,
+                "RUST_LOG": "info",
+            },
+            r"document-service listening addr=(\S+)",
+        )
+        cls.services.append(docs)
+        cls.doc_addr = docs.wait_for_address(deadline)
+        cls.doc_channel = grpc.insecure_channel(cls.doc_addr)
+        cls.addClassCleanup(cls.doc_channel.close)
+        # document-service reports its auth-service dependency under AuthService's name.
+        docs.wait_serving(
+            cls.doc_channel,
+            ["", "docverify.document.v1.DocumentService", "docverify.auth.v1.AuthService"],
+            deadline,
+        )
+
+        cls.auth = cls.auth_grpc.AuthServiceStub(cls.auth_channel)
+        cls.users = cls.auth_grpc.UserServiceStub(cls.auth_channel)
+        cls.docs = cls.doc_grpc.DocumentServiceStub(cls.doc_channel)
+        cls.audit = cls.audit_grpc.AuditServiceStub(cls.doc_channel)
+
+    @classmethod
+    def _stop_all(cls):
+        codes = {s.name: s.stop() for s in reversed(cls.services)}
+        bad = {name: code for name, code in codes.items() if code not in (0, None)}
+        if bad:
+            tails = "\n".join(s.log_tail(15) for s in cls.services)
+            raise AssertionError(f"not a clean exit after SIGTERM: {bad}\n{tails}")
+
+    # -- helpers -----------------------------------------------------------
+
+    def register(self, email, name):
+        r = self.auth.Register(
+            self.auth_pb2.RegisterRequest(email=email, password=PASSWORD, display_name=name),
+            timeout=RPC_TIMEOUT,
+        )
+        self.assertEqual(r.user.email, email)
+        self.assertEqual(list(r.user.roles), ["user"])
+        return r.user
+
+    def login(self, email, password=PASSWORD):
+        r = self.auth.Login(
+            self.auth_pb2.LoginRequest(email=email, password=password), timeout=RPC_TIMEOUT
+        )
+        self.assertEqual(r.token_type, "Bearer")
+        self.assertGreater(r.expires_in, 0)
+        return r
+
+    def upload(self, token, title, filename, content, chunk=64 * 1024):
+        def messages():
+            yield self.doc_pb2.UploadDocumentRequest(
+                metadata=self.doc_pb2.DocumentMetadata(
+                    title=title, filename=filename, content_type="application/octet-stream"
+                )
+            )
+            for i in range(0, len(content), chunk):
+                yield self.doc_pb2.UploadDocumentRequest(chunk=content[i : i + chunk])
+
+        return self.docs.UploadDocument(
+            messages(), metadata=bearer(token), timeout=RPC_TIMEOUT
+        ).document
+
+    def download(self, token, document_id):
+        stream = self.docs.DownloadDocument(
+            self.doc_pb2.DownloadDocumentRequest(document_id=document_id),
+            metadata=bearer(token),
+            timeout=RPC_TIMEOUT,
+        )
+        return b"".join(m.chunk for m in stream)
+
+    # -- tests ---------------------------------------------------------------
+
+    def test_whole_story(self):
+        pb = self.doc_pb2
+
+        # A user registers, logs in and uploads through the client stream.
+        owner = self.register("owner@example.com", "Olive Owner")
+        owner_token = self.login("owner@example.com").access_token
+        me = self.auth.GetCurrentUser(
+            self.auth_pb2.GetCurrentUserRequest(), metadata=bearer(owner_token), timeout=RPC_TIMEOUT
+        ).user
+        self.assertEqual(me.id, owner.id)
+
+        content = bytes((i * 7) % 251 for i in range(300_000))
+        doc = self.upload(owner_token, "passport scan", "passport.bin", content)
+        self.assertEqual(doc.owner_id, owner.id)
+        self.assertEqual(doc.title, "passport scan")
+        self.assertEqual(doc.filename, "passport.bin")
+        self.assertEqual(doc.size_bytes, len(content))
+        self.assertEqual(doc.sha256, hashlib.sha256(content).hexdigest())
+        self.assertEqual(doc.status, pb.DOCUMENT_STATUS_PENDING)
+        self.assertEqual(doc.reviewed_by, "")
+
+        # The bootstrap admin makes a second user a verifier.
+        verifier = self.register("verifier@example.com", "Vera Verifier")
+        early_token = self.login("verifier@example.com").access_token
+        with self.assertRaises(grpc.RpcError) as denied:
+            self.docs.VerifyDocument(
+                pb.VerifyDocumentRequest(document_id=doc.id, note="too early"),
+                metadata=bearer(early_token),
+                timeout=RPC_TIMEOUT,
+            )
+        self.assertEqual(denied.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+
+        admin_token = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).access_token
+        changed = self.users.SetUserRoles(
+            self.auth_pb2.SetUserRolesRequest(user_id=verifier.id, roles=["verifier"]),
+            metadata=bearer(admin_token),
+            timeout=RPC_TIMEOUT,
+        ).user
+        self.assertEqual(list(changed.roles), ["verifier"])
+
+        # The verifier logs in again (the role change revoked the old session) and verifies.
+        verifier_token = self.login("verifier@example.com").access_token
+        verified = self.docs.VerifyDocument(
+            pb.VerifyDocumentRequest(document_id=doc.id, note="matches the register"),
+            metadata=bearer(verifier_token),
+            timeout=RPC_TIMEOUT,
+        ).document
+        self.assertEqual(verified.status, pb.DOCUMENT_STATUS_VERIFIED)
+        self.assertEqual(verified.reviewed_by, verifier.id)
+        self.assertTrue(verified.HasField("reviewed_at"))
+        self.assertEqual(verified.review_note, "matches the register")
+
+        # A third user, made auditor, finds out who verified it, when, and what was done.
+        auditor = self.register("auditor@example.com", "Audrey Auditor")
+        self.users.SetUserRoles(
+            self.auth_pb2.SetUserRolesRequest(user_id=auditor.id, roles=["auditor"]),
+            metadata=bearer(admin_token),
+            timeout=RPC_TIMEOUT,
+        )
+        auditor_token = self.login("auditor@example.com").access_token
+        trail = self.audit.ListAuditEvents(
+            self.audit_pb2.ListAuditEventsRequest(target_id=doc.id),
+            metadata=bearer(auditor_token),
+            timeout=RPC_TIMEOUT,
+        ).events
+        self.assertEqual(
+            [e.action for e in trail], ["document.verified", "document.uploaded"], "newest first"
+        )
+        who = trail[0]
+        self.assertEqual(who.actor_id, verifier.id)
+        self.assertEqual(who.actor_email, "verifier@example.com")
+        self.assertEqual(who.target_id, doc.id)
+        self.assertEqual(who.outcome, self.audit_pb2.AUDIT_OUTCOME_SUCCESS)
+        self.assertTrue(who.HasField("occurred_at"))
+        self.assertEqual(json.loads(who.details_json).get("note"), "matches the register")
+        self.assertEqual(trail[1].actor_id, owner.id)
+        everything = self.audit.ListAuditEvents(
+            self.audit_pb2.ListAuditEventsRequest(page_size=500),
+            metadata=bearer(auditor_token),
+            timeout=RPC_TIMEOUT,
+        ).events
+        # The whole trail, newest first: gapless, and each event hashes the one before it.
+        oldest_first = list(reversed(everything))
+        self.assertEqual([e.sequence for e in oldest_first], list(range(1, len(everything) + 1)))
+        self.assertEqual(oldest_first[0].prev_hash, "0" * 64)
+        for before, after in zip(oldest_first, oldest_first[1:]):
+            self.assertEqual(after.prev_hash, before.hash, f"link to event {before.sequence}")
+        # The verifier's attempt before the role change is there too, as DENIED (its
+        # target is the method, not the document, so the target_id filter leaves it out).
+        denied_events = [
+            e
+            for e in everything
+            if e.action == "authz.denied" and e.actor_id == verifier.id
+        ]
+        self.assertEqual(len(denied_events), 1, everything)
+        self.assertEqual(denied_events[0].outcome, self.audit_pb2.AUDIT_OUTCOME_DENIED)
+        self.assertLess(denied_events[0].sequence, who.sequence)
+
+        chain = self.audit.VerifyAuditChain(
+            self.audit_pb2.VerifyAuditChainRequest(),
+            metadata=bearer(auditor_token),
+            timeout=RPC_TIMEOUT,
+        )
+        self.assertTrue(chain.valid, chain)
+        self.assertGreaterEqual(chain.events_checked, 2)
+        self.assertEqual(chain.first_invalid_sequence, 0)
+
+        # The server stream gives back the same bytes and the hash the server reported.
+        downloaded = self.download(owner_token, doc.id)
+        self.assertEqual(len(downloaded), len(content))
+        self.assertTrue(downloaded == content, "downloaded bytes differ from the upload")
+        self.assertEqual(hashlib.sha256(downloaded).hexdigest(), doc.sha256)
+        self.assertEqual(self.download(auditor_token, doc.id), content)
+
+    def test_rich_error_details_on_invalid_register(self):
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.auth.Register(
+                self.auth_pb2.RegisterRequest(email="nope", password="short", display_name=""),
+                timeout=RPC_TIMEOUT,
+            )
+        err = caught.exception
+        self.assertEqual(err.code(), grpc.StatusCode.INVALID_ARGUMENT, err.details())
+
+        status, found = details_of(err)
+        self.assertEqual(status.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertIn("ErrorInfo", found, status)
+        self.assertEqual(found["ErrorInfo"].reason, "INVALID_ARGUMENT")
+        self.assertEqual(found["ErrorInfo"].domain, "docverify")
+        self.assertIn("BadRequest", found, status)
+        violations = {v.field: v.description for v in found["BadRequest"].field_violations}
+        for field in ("email", "password", "display_name"):
+            self.assertIn(field, violations, violations)
+            self.assertTrue(violations[field], f"empty description for {field}")
+        self.assertIn("RequestInfo", found, status)
+        request_id = found["RequestInfo"].request_id
+        self.assertTrue(request_id)
+        # The same id travels as the x-request-id response header (trailers-only on errors).
+        sent = dict(err.initial_metadata() or ()) | dict(err.trailing_metadata() or ())
+        self.assertEqual(sent.get("x-request-id"), request_id, sent)
+
+    def test_no_token_is_unauthenticated(self):
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.docs.ListDocuments(self.doc_pb2.ListDocumentsRequest(), timeout=RPC_TIMEOUT)
+        err = caught.exception
+        self.assertEqual(err.code(), grpc.StatusCode.UNAUTHENTICATED, err.details())
+        _, found = details_of(err)
+        self.assertIn("ErrorInfo", found)
+        self.assertEqual(found["ErrorInfo"].domain, "docverify")
+        self.assertTrue(found["ErrorInfo"].reason)
+
+        with self.assertRaises(grpc.RpcError) as bad_token:
+            self.docs.ListDocuments(
+                self.doc_pb2.ListDocumentsRequest(),
+                metadata=bearer("not.a.jwt"),
+                timeout=RPC_TIMEOUT,
+            )
+        self.assertEqual(bad_token.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_reflection_lists_the_services(self):
+        expected = {
+            self.auth_addr: ["docverify.auth.v1.AuthService", "docverify.auth.v1.UserService"],
+            self.doc_addr: [
+                "docverify.document.v1.DocumentService",
+                "docverify.audit.v1.AuditService",
+            ],
+        }
+        channels = {self.auth_addr: self.auth_channel, self.doc_addr: self.doc_channel}
+        for addr, names in expected.items():
+            db = ProtoReflectionDescriptorDatabase(channels[addr])
+            listed = set(db.get_services())
+            for name in names:
+                self.assertIn(name, listed, f"{addr} lists {sorted(listed)}")
+            self.assertIn("grpc.health.v1.Health", listed)
+
+        # The descriptors reflection serves describe the same contract as proto/.
+        pool = descriptor_pool.DescriptorPool(
+            ProtoReflectionDescriptorDatabase(self.doc_channel)
+        )
+        svc = pool.FindServiceByName("docverify.document.v1.DocumentService")
+        generated = self.doc_pb2.DESCRIPTOR.services_by_name["DocumentService"]
+        self.assertEqual(
+            sorted(m.name for m in svc.methods), sorted(m.name for m in generated.methods)
+        )
+        upload = svc.methods_by_name["UploadDocument"]
+        download = svc.methods_by_name["DownloadDocument"]
+        self.assertTrue(upload.client_streaming and not upload.server_streaming)
+        self.assertTrue(download.server_streaming and not download.client_streaming)
+
+
+class RemoteValidationStoryTest(StoryTest):
+    """The same tests with document-service asking auth-service's ValidateToken every time."""
+
+    TOKEN_VALIDATION = "remote"
+
+
+CLASSES = (StoryTest, RemoteValidationStoryTest)
+
+
+def main():
+    loader = unittest.defaultTestLoader
+    suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in CLASSES)
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    skipped = len(result.skipped)
+    passed = max(result.testsRun - failed - skipped, 0)
+    if failed:
+        for c in CLASSES:
+            for s in c.__dict__.get("services", ()):
+                print(f"--- last lines of {s.name} ({c.__name__}):\n{s.log_tail()}")
+    sys.stderr.flush()
+    ok = failed == 0 and passed > 0
+    line = f"{passed} passed, {failed} failed"
+    if skipped:
+        line += f", {skipped} skipped"
+    print(line, flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
