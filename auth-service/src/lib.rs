@@ -10,7 +10,7 @@ mod auth_api;
 mod bootstrap;
 pub mod cli;
 pub mod config;
-mod fields;
+pub mod fields;
 mod password;
 mod sessions;
 mod signing;

@@ -4,6 +4,7 @@
 //! published keys or asks auth-service.
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex, RwLock},
@@ -21,7 +22,7 @@ use crate::{
     proto::auth::v1::{
         ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
     },
-    token::{KeySet, TokenError, token_kid},
+    token::{KeySet, LEEWAY, TokenError, token_kid},
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,7 +52,13 @@ pub struct JwksVerifier {
     clock: Clock,
     keys: RwLock<Option<KeySet>>,
     last_fetch: Mutex<Option<Instant>>,
+    verified: RwLock<HashMap<String, (Identity, i64)>>,
 }
+
+/// Tokens remembered as verified (with their expiry): a client sends the
+/// same token many times, and an Ed25519 check costs far more than a lookup.
+/// Bounded: the map is emptied when full.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 /// Refetches for unknown `kid`s are at most this frequent.
 const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(60);
@@ -65,6 +72,24 @@ impl JwksVerifier {
             clock,
             keys: RwLock::new(None),
             last_fetch: Mutex::new(None),
+            verified: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A token verified before and not expired since.
+    fn remembered(&self, token: &str) -> Option<Identity> {
+        let now = self.clock.now().unix_seconds();
+        let verified = self.verified.read().ok()?;
+        let (identity, exp) = verified.get(token)?;
+        (*exp > now - LEEWAY.as_secs() as i64).then(|| identity.clone())
+    }
+
+    fn remember(&self, token: &str, identity: &Identity, exp: i64) {
+        if let Ok(mut verified) = self.verified.write() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), (identity.clone(), exp));
         }
     }
 
@@ -142,6 +167,9 @@ impl TokenVerifier for JwksVerifier {
         _deadline: Option<Duration>,
     ) -> BoxFuture<'a, Result<Identity>> {
         Box::pin(async move {
+            if let Some(identity) = self.remembered(token) {
+                return Ok(identity);
+            }
             let kid = token_kid(token)?;
             let mut keys = self.current().ok_or_else(|| {
                 Error::unavailable("token signing keys not yet fetched from auth-service")
@@ -153,7 +181,9 @@ impl TokenVerifier for JwksVerifier {
                 keys = self.current().unwrap_or(keys);
             }
             let claims = keys.verify(token, self.clock.now())?;
-            Ok(claims.identity()?)
+            let identity = claims.identity()?;
+            self.remember(token, &identity, claims.exp);
+            Ok(identity)
         })
     }
 }
