@@ -140,6 +140,9 @@ pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<Document>> {
 }
 
 /// Newest first (ids are UUIDv7), strictly before the `before` cursor.
+/// One statement per filter combination: an `($1 IS NULL OR owner_id = $1)`
+/// form would keep SQLite from using the owner and status indexes, and a
+/// user with few documents among many would scan them all.
 pub async fn list(
     c: Conn<'_>,
     owner: Option<Uuid>,
@@ -147,12 +150,25 @@ pub async fn list(
     before: Option<Uuid>,
     limit: u32,
 ) -> Result<Vec<Document>> {
-    let sql = concat!(
-        "SELECT ",
-        columns!(),
-        " FROM documents WHERE ($1 IS NULL OR owner_id = $1) AND ($2 IS NULL OR status = $2) \
-         AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-    );
+    macro_rules! page {
+        ($filter:literal) => {
+            concat!(
+                "SELECT ",
+                columns!(),
+                " FROM documents WHERE ",
+                $filter,
+                " id < $3 ORDER BY id DESC LIMIT $4"
+            )
+        };
+    }
+    let sql = match (owner.is_some(), status.is_some()) {
+        (true, true) => page!("owner_id = $1 AND status = $2 AND"),
+        (true, false) => page!("owner_id = $1 AND ($2 IS NULL) AND"),
+        (false, true) => page!("($1 IS NULL) AND status = $2 AND"),
+        (false, false) => page!("($1 IS NULL) AND ($2 IS NULL) AND"),
+    };
+    // The largest possible UUID stands for "no cursor".
+    let before = before.unwrap_or(Uuid::max());
     Ok(on_dialect!(c, c => sqlx::query_as(sql)
         .bind(owner)
         .bind(status.map(Status::as_str))
