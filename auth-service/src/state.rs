@@ -7,7 +7,7 @@ use shared::{
     clock::Clock,
     db::{Db, Timestamp},
     page::PageTokens,
-    token::{AUDIENCE, AccessClaims, ISSUER},
+    token::{AUDIENCE, AccessClaims, ISSUER, VerifiedTokens},
 };
 use uuid::Uuid;
 
@@ -22,6 +22,9 @@ pub struct State {
     pub page_tokens: PageTokens,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Signature checks already made; the user's state is checked anew
+    /// every time.
+    pub verified_tokens: VerifiedTokens<AccessClaims>,
 }
 
 impl State {
@@ -41,6 +44,7 @@ impl State {
             page_tokens,
             access_ttl: config.access_token_ttl,
             refresh_ttl: config.refresh_token_ttl,
+            verified_tokens: VerifiedTokens::default(),
         })
     }
 

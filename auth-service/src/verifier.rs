@@ -1,5 +1,6 @@
-//! auth-service verifies access tokens with its own keys and then checks the
-//! user's current state: a disabled user, or a token from before the user's
+//! auth-service verifies access tokens with its own keys (remembering the
+//! signature checks it already made) and then checks the user's current
+//! state, on every request: a disabled user, or a token from before the user's
 //! last password or role change (an older token generation), is refused at
 //! once. The same check answers `ValidateToken`.
 
@@ -33,7 +34,15 @@ impl AuthVerifier {
 /// The claims of `token` when it is valid and its user still stands behind
 /// it. A database failure is an error, not a verdict.
 pub async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::User)> {
-    let claims = state.keys.key_set().verify(token, state.clock.now())?;
+    let now = state.clock.now();
+    let claims = match state.verified_tokens.get(token, now) {
+        Some(claims) => claims,
+        None => {
+            let claims = state.keys.key_set().verify(token, now)?;
+            state.verified_tokens.put(token, claims.clone(), claims.exp);
+            claims
+        }
+    };
     let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| REVOKED)?;
     let user = users::by_id(state.db.read().await?.conn(), user_id)
         .await?

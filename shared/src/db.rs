@@ -65,6 +65,9 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+/// How long a write may wait for SQLite's single writer connection.
+const SQLITE_WRITE_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Pool limits, from configuration.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -125,9 +128,12 @@ impl Db {
         {
             create_dir(dir)?;
         }
+        // The one writer connection is a queue, not an outage: waiting for it
+        // is bounded by the RPC's own deadline rather than the short acquire
+        // timeout meant for an unreachable server.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(pool.acquire_timeout)
+            .acquire_timeout(pool.acquire_timeout.max(SQLITE_WRITE_QUEUE_TIMEOUT))
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()

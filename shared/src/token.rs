@@ -180,3 +180,39 @@ pub fn token_kid(token: &str) -> Result<String, TokenError> {
     }
     header.kid.ok_or(TokenError::Header)
 }
+
+/// Tokens already verified, with what their verification produced, until
+/// they expire: a client sends the same token many times, and an Ed25519
+/// check costs far more than a lookup. Bounded: emptied when full.
+#[derive(Debug)]
+pub struct VerifiedTokens<T> {
+    map: std::sync::RwLock<HashMap<String, (T, i64)>>,
+}
+
+const VERIFIED_CAPACITY: usize = 10_000;
+
+impl<T: Clone> Default for VerifiedTokens<T> {
+    fn default() -> Self {
+        Self {
+            map: std::sync::RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> VerifiedTokens<T> {
+    /// What `token` verified to, if it did and has not expired since.
+    pub fn get(&self, token: &str, now: Timestamp) -> Option<T> {
+        let map = self.map.read().ok()?;
+        let (value, exp) = map.get(token)?;
+        (*exp > now.unix_seconds() - LEEWAY.as_secs() as i64).then(|| value.clone())
+    }
+
+    pub fn put(&self, token: &str, value: T, exp: i64) {
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= VERIFIED_CAPACITY {
+                map.clear();
+            }
+            map.insert(token.to_owned(), (value, exp));
+        }
+    }
+}

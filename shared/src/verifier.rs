@@ -4,7 +4,6 @@
 //! published keys or asks auth-service.
 
 use std::{
-    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex, RwLock},
@@ -22,7 +21,7 @@ use crate::{
     proto::auth::v1::{
         ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
     },
-    token::{KeySet, LEEWAY, TokenError, token_kid},
+    token::{KeySet, TokenError, VerifiedTokens, token_kid},
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,13 +51,8 @@ pub struct JwksVerifier {
     clock: Clock,
     keys: RwLock<Option<KeySet>>,
     last_fetch: Mutex<Option<Instant>>,
-    verified: RwLock<HashMap<String, (Identity, i64)>>,
+    verified: VerifiedTokens<Identity>,
 }
-
-/// Tokens remembered as verified (with their expiry): a client sends the
-/// same token many times, and an Ed25519 check costs far more than a lookup.
-/// Bounded: the map is emptied when full.
-const VERIFIED_CAPACITY: usize = 10_000;
 
 /// Refetches for unknown `kid`s are at most this frequent.
 const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(60);
@@ -72,24 +66,7 @@ impl JwksVerifier {
             clock,
             keys: RwLock::new(None),
             last_fetch: Mutex::new(None),
-            verified: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// A token verified before and not expired since.
-    fn remembered(&self, token: &str) -> Option<Identity> {
-        let now = self.clock.now().unix_seconds();
-        let verified = self.verified.read().ok()?;
-        let (identity, exp) = verified.get(token)?;
-        (*exp > now - LEEWAY.as_secs() as i64).then(|| identity.clone())
-    }
-
-    fn remember(&self, token: &str, identity: &Identity, exp: i64) {
-        if let Ok(mut verified) = self.verified.write() {
-            if verified.len() >= VERIFIED_CAPACITY {
-                verified.clear();
-            }
-            verified.insert(token.to_owned(), (identity.clone(), exp));
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -167,7 +144,7 @@ impl TokenVerifier for JwksVerifier {
         _deadline: Option<Duration>,
     ) -> BoxFuture<'a, Result<Identity>> {
         Box::pin(async move {
-            if let Some(identity) = self.remembered(token) {
+            if let Some(identity) = self.verified.get(token, self.clock.now()) {
                 return Ok(identity);
             }
             let kid = token_kid(token)?;
@@ -182,7 +159,7 @@ impl TokenVerifier for JwksVerifier {
             }
             let claims = keys.verify(token, self.clock.now())?;
             let identity = claims.identity()?;
-            self.remember(token, &identity, claims.exp);
+            self.verified.put(token, identity.clone(), claims.exp);
             Ok(identity)
         })
     }
