@@ -215,6 +215,23 @@ async fn wrong_password_and_unknown_email_take_about_the_same_time() {
     for i in 0..tries {
         app.register(&format!("timed{i}@example.com")).await;
     }
+    // A real difference shows in every round; other tests sharing the two
+    // cores can skew one round, so a second round is allowed.
+    let mut ratios = Vec::new();
+    for round in 0..2 {
+        let ratio = timing_round(&app, round, tries).await;
+        ratios.push(ratio);
+        if ratio <= 1.25 {
+            return;
+        }
+    }
+    panic!("wrong password and unknown email differ by more than 25% in every round: {ratios:?}");
+}
+
+/// The ratio of the median login times (slower / faster) of `tries` wrong
+/// passwords and `tries` unknown emails, interleaved in alternating order so
+/// that both kinds see the same load.
+async fn timing_round(app: &TestApp, round: usize, tries: usize) -> f64 {
     let time = |email: String| {
         let mut client = app.auth();
         async move {
@@ -231,14 +248,18 @@ async fn wrong_password_and_unknown_email_take_about_the_same_time() {
         }
     };
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    // Interleaved, in alternating order, so both kinds see the same load.
     for i in 0..tries {
+        // Fewer than five failures per email: throttling never kicks in.
+        let (k, u) = (
+            format!("timed{i}@example.com"),
+            format!("ghost{round}-{i}@example.com"),
+        );
         if i % 2 == 0 {
-            known.push(time(format!("timed{i}@example.com")).await);
-            unknown.push(time(format!("ghost{i}@example.com")).await);
+            known.push(time(k).await);
+            unknown.push(time(u).await);
         } else {
-            unknown.push(time(format!("ghost{i}@example.com")).await);
-            known.push(time(format!("timed{i}@example.com")).await);
+            unknown.push(time(u).await);
+            known.push(time(k).await);
         }
     }
     assert!(
@@ -256,8 +277,5 @@ async fn wrong_password_and_unknown_email_take_about_the_same_time() {
         k * 1e3,
         u * 1e3
     );
-    assert!(
-        ratio <= 1.25,
-        "timings differ by more than 25%: {k:.4}s vs {u:.4}s"
-    );
+    ratio
 }
