@@ -30,11 +30,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> shared::Result<()> {
-    let bind = |addr, name: &'static str| async move {
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| shared::Error::internal(format!("{name} {addr}: {e}")))
-    };
+    use shared::server::bind;
     let auth_listener = bind(cli.auth.listen_addr, "AUTH_LISTEN_ADDR").await?;
     let document_listener = bind(cli.document.listen_addr, "DOCUMENT_LISTEN_ADDR").await?;
     shared::server::spawn_metrics(&cli.server).await?;

@@ -90,6 +90,26 @@ impl AuthApi {
         audit::record(&self.state.db, ctx, self.state.clock.now(), event).await
     }
 
+    /// Claims one password check for `email` from the throttle; refused
+    /// (and audited as `auth.login_throttled`) while the email is locked.
+    async fn claim_attempt(&self, ctx: &RequestContext, email: &Email, who: Actor) -> Result<()> {
+        let state = &self.state;
+        let Claim::Throttled { retry_after } =
+            throttle::claim(&state.db, email.as_str(), state.clock.now()).await?
+        else {
+            return Ok(());
+        };
+        let event = Event::new("auth.login_throttled", who, "user", email.as_str())
+            .outcome(Outcome::Denied)
+            .details(json!({ "retry_after_seconds": retry_after.as_secs() }));
+        self.record(ctx, event).await?;
+        Err(Error::ResourceExhausted {
+            reason: "LOGIN_THROTTLED",
+            message: "too many failed password checks for this account; retry later",
+            retry_after: Some(retry_after),
+        })
+    }
+
     async fn login(&self, ctx: &RequestContext, req: pb::LoginRequest) -> Result<Session> {
         let state = &self.state;
         let mut v = Violations::default();
@@ -100,24 +120,7 @@ impl AuthApi {
             return Err(Error::internal("validated fields missing"));
         };
 
-        if let Claim::Throttled { retry_after } =
-            throttle::claim(&state.db, email.as_str(), state.clock.now()).await?
-        {
-            let event = Event::new(
-                "auth.login_throttled",
-                anonymous(&email),
-                "user",
-                email.as_str(),
-            )
-            .outcome(Outcome::Denied)
-            .details(json!({ "retry_after_seconds": retry_after.as_secs() }));
-            self.record(ctx, event).await?;
-            return Err(Error::ResourceExhausted {
-                reason: "LOGIN_THROTTLED",
-                message: "too many failed logins for this account; retry later",
-                retry_after: Some(retry_after),
-            });
-        }
+        self.claim_attempt(ctx, &email, anonymous(&email)).await?;
 
         let user = users::by_email(state.db.read().await?.conn(), email.as_str()).await?;
         let matched = state
@@ -390,16 +393,7 @@ impl AuthService for AuthApi {
             .await?;
         // Guessing the current password with a stolen access token is a login
         // attempt like any other.
-        if let Claim::Throttled { retry_after } =
-            throttle::claim(&state.db, email.as_str(), state.clock.now()).await?
-        {
-            return Err(Error::ResourceExhausted {
-                reason: "LOGIN_THROTTLED",
-                message: "too many failed password checks for this account; retry later",
-                retry_after: Some(retry_after),
-            }
-            .into());
-        }
+        self.claim_attempt(&ctx, &email, actor(&user)).await?;
         if !state
             .hasher
             .verify(current, Some(user.password_hash.clone()))

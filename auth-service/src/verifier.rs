@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use shared::{
-    Error, Result,
+    Result,
     identity::Identity,
-    token::AccessClaims,
+    token::{AccessClaims, INVALID_TOKEN},
     verifier::{BoxFuture, TokenVerifier},
 };
 
@@ -19,11 +19,6 @@ use crate::{state::State, users};
 pub struct AuthVerifier {
     state: Arc<State>,
 }
-
-const REVOKED: Error = Error::Unauthenticated {
-    reason: "INVALID_TOKEN",
-    message: "invalid or expired access token",
-};
 
 impl AuthVerifier {
     pub fn new(state: Arc<State>) -> Self {
@@ -43,12 +38,12 @@ pub async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::U
             claims
         }
     };
-    let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| REVOKED)?;
+    let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| INVALID_TOKEN)?;
     let user = users::by_id(state.db.read().await?.conn(), user_id)
         .await?
-        .ok_or(REVOKED)?;
+        .ok_or(INVALID_TOKEN)?;
     if user.disabled || user.token_generation != claims.tgen {
-        return Err(REVOKED);
+        return Err(INVALID_TOKEN);
     }
     Ok((claims, user))
 }

@@ -46,11 +46,7 @@ pub async fn run() -> std::process::ExitCode {
 }
 
 async fn serve(config: crate::Config) -> shared::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|e| {
-            shared::Error::internal(format!("DOCUMENT_LISTEN_ADDR {}: {e}", config.listen_addr))
-        })?;
+    let listener = shared::server::bind(config.listen_addr, "DOCUMENT_LISTEN_ADDR").await?;
     shared::server::spawn_metrics(&config.server).await?;
     crate::serve(config, listener, shared::server::shutdown_signal()).await
 }

@@ -21,6 +21,7 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
@@ -54,6 +55,8 @@ struct Shared {
     db: Db,
     clock: Clock,
     in_flight: Arc<Semaphore>,
+    /// This service's in-flight gauge, looked up once rather than per RPC.
+    in_flight_gauge: Gauge,
 }
 
 impl std::fmt::Debug for RpcLayer {
@@ -81,6 +84,12 @@ impl RpcLayer {
                 db,
                 clock,
                 in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+                in_flight_gauge: METRICS
+                    .in_flight
+                    .get_or_create(&ServiceLabels {
+                        service: service.to_owned(),
+                    })
+                    .clone(),
             }),
         }
     }
@@ -148,7 +157,12 @@ where
         );
         let scoped_id = request_id.clone();
         let fut = async move {
-            let mut finish = Finish::start(shared.service, method, tracing::Span::current());
+            let mut finish = Finish::start(
+                shared.service,
+                method,
+                shared.in_flight_gauge.clone(),
+                tracing::Span::current(),
+            );
             let header = HeaderValue::from_str(&request_id).ok();
             let admitted = match shared.in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -235,6 +249,7 @@ impl Shared {
 /// metrics, once; releases its in-flight slot.
 struct Finish {
     service: &'static str,
+    in_flight: Gauge,
     method: Arc<str>,
     span: tracing::Span,
     started: Instant,
@@ -243,15 +258,16 @@ struct Finish {
 }
 
 impl Finish {
-    fn start(service: &'static str, method: Arc<str>, span: tracing::Span) -> Self {
-        METRICS
-            .in_flight
-            .get_or_create(&ServiceLabels {
-                service: service.to_owned(),
-            })
-            .inc();
+    fn start(
+        service: &'static str,
+        method: Arc<str>,
+        in_flight: Gauge,
+        span: tracing::Span,
+    ) -> Self {
+        in_flight.inc();
         Self {
             service,
+            in_flight,
             method,
             span,
             started: Instant::now(),
@@ -284,12 +300,7 @@ impl Finish {
                 method: self.method.to_string(),
             })
             .observe(elapsed.as_secs_f64());
-        METRICS
-            .in_flight
-            .get_or_create(&ServiceLabels {
-                service: self.service.to_owned(),
-            })
-            .dec();
+        self.in_flight.dec();
         self.permit = None;
         let _entered = self.span.enter();
         tracing::debug!(

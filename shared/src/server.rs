@@ -351,6 +351,13 @@ pub fn exit(result: Result<()>) -> std::process::ExitCode {
     }
 }
 
+/// Binds a listener; a failure names the setting that chose the address.
+pub async fn bind(addr: std::net::SocketAddr, setting: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::internal(format!("{setting} {addr}: {e}")))
+}
+
 /// Runs the `healthcheck` subcommand and turns its answer into an exit code.
 pub async fn healthcheck_exit(
     addr: std::net::SocketAddr,

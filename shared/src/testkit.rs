@@ -217,7 +217,7 @@ impl Process {
     /// Starts `binary` with `env` (and `NO_COLOR`), waits for its
     /// `<name> listening addr=...` log line and returns with its address
     /// (listen on port 0 and let the process tell).
-    pub fn start(
+    pub async fn start(
         binary: &std::path::Path,
         args: &[&str],
         env: &[(&str, String)],
@@ -284,7 +284,7 @@ impl Process {
             if started.elapsed() > std::time::Duration::from_secs(30) {
                 panic!("{name} did not start listening within 30 s:\n{text}");
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -307,7 +307,7 @@ impl Process {
     }
 
     /// Waits up to `limit` for the process to exit; its status, or `None`.
-    pub fn wait_for_exit(
+    pub async fn wait_for_exit(
         &mut self,
         limit: std::time::Duration,
     ) -> Option<std::process::ExitStatus> {
@@ -316,7 +316,7 @@ impl Process {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         None
     }

@@ -75,12 +75,15 @@ pub enum TokenError {
     NotYetValid,
 }
 
+/// The one answer to any refused access token, whatever the reason.
+pub const INVALID_TOKEN: Error = Error::Unauthenticated {
+    reason: "INVALID_TOKEN",
+    message: "invalid or expired access token",
+};
+
 impl From<TokenError> for Error {
     fn from(_: TokenError) -> Self {
-        Error::Unauthenticated {
-            reason: "INVALID_TOKEN",
-            message: "invalid or expired access token",
-        }
+        INVALID_TOKEN
     }
 }
 

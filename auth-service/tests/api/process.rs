@@ -40,7 +40,7 @@ async fn start(extra: &[(&str, String)]) -> Running {
         ("SHUTDOWN_DRAIN_TIMEOUT", "5s".to_owned()),
     ];
     env.extend(extra.iter().cloned());
-    let process = Process::start(BIN.as_ref(), &[], &env, "auth-service");
+    let process = Process::start(BIN.as_ref(), &[], &env, "auth-service").await;
     let channel = connect_when_ready(process.addr).await;
     Running {
         process,
@@ -132,6 +132,7 @@ async fn secrets_never_reach_the_log_even_at_trace_level() {
     let status = running
         .process
         .wait_for_exit(Duration::from_secs(10))
+        .await
         .expect("exits after SIGTERM");
     assert!(status.success(), "{status}");
     let log = running.process.output();
@@ -181,6 +182,7 @@ async fn healthcheck_subcommand_and_graceful_shutdown() {
     let status = running
         .process
         .wait_for_exit(Duration::from_secs(10))
+        .await
         .expect("exits after SIGTERM");
     assert!(status.success(), "{status}");
     assert!(

@@ -218,7 +218,7 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
         ]
     };
     let bin = env!("CARGO_BIN_EXE_document-service");
-    let mut docs = Process::start(bin.as_ref(), &[], &env(&db), "document-service");
+    let mut docs = Process::start(bin.as_ref(), &[], &env(&db), "document-service").await;
     let channel = connect_when_ready(docs.addr).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -277,7 +277,7 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
     let _ = running.await;
 
     // Restart on the same database and check what survived.
-    let docs = Process::start(bin.as_ref(), &[], &env(&db), "document-service");
+    let docs = Process::start(bin.as_ref(), &[], &env(&db), "document-service").await;
     let channel = connect_when_ready(docs.addr).await;
     let events = assert_chain_valid_and_gapless(&channel, &admin).await;
     let all = DocumentServiceClient::new(channel.clone())

@@ -17,7 +17,7 @@ use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_document-service");
 
-fn start_docs(db: &TestDb, auth_url: String, extra: &[(&str, String)]) -> Process {
+async fn start_docs(db: &TestDb, auth_url: String, extra: &[(&str, String)]) -> Process {
     let mut env = vec![
         ("DOCUMENT_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("DOCUMENT_DATABASE_URL", db.url.clone()),
@@ -26,7 +26,7 @@ fn start_docs(db: &TestDb, auth_url: String, extra: &[(&str, String)]) -> Proces
         ("HEALTH_CHECK_INTERVAL", "1s".to_owned()),
     ];
     env.extend(extra.iter().cloned());
-    Process::start(BIN.as_ref(), &[], &env, "document-service")
+    Process::start(BIN.as_ref(), &[], &env, "document-service").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +34,7 @@ async fn sigterm_during_an_upload_completes_it_or_leaves_nothing() {
     let auth = auth::spawn_app().await;
     let token = auth.user("term@example.com").await.access_token;
     let db = TestDb::fresh("docbin").await;
-    let mut docs = start_docs(&db, format!("http://{}", auth.addr), &[]);
+    let mut docs = start_docs(&db, format!("http://{}", auth.addr), &[]).await;
     let channel = connect_when_ready(docs.addr).await;
 
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -60,6 +60,7 @@ async fn sigterm_during_an_upload_completes_it_or_leaves_nothing() {
     let outcome = upload.await.unwrap();
     let status = docs
         .wait_for_exit(Duration::from_secs(15))
+        .await
         .expect("exits within the drain timeout");
     assert!(status.success(), "{status}");
 
@@ -218,7 +219,8 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
             ("TLS_CERT_FILE", client_cert.display().to_string()),
             ("TLS_KEY_FILE", client_key.display().to_string()),
         ],
-    );
+    )
+    .await;
     let mut tls = ClientTlsConfig::new()
         .domain_name("document-service")
         .ca_certificate(Certificate::from_pem(&pki.ca_pem));
