@@ -12,7 +12,6 @@ use shared::{
     validate::Violations,
 };
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     fields::{self, Email, NewPassword},
@@ -91,23 +90,18 @@ impl AuthApi {
     }
 
     /// Claims one password check for `email` from the throttle; refused
-    /// (and audited as `auth.login_throttled`) while the email is locked.
-    async fn claim_attempt(&self, ctx: &RequestContext, email: &Email, who: Actor) -> Result<()> {
+    /// while the email is locked (counted for the lock window's one
+    /// `auth.login_throttled` event, see `throttle`).
+    async fn claim_attempt(&self, ctx: &RequestContext, email: &Email) -> Result<()> {
         let state = &self.state;
-        let Claim::Throttled { retry_after } =
-            throttle::claim(&state.db, email.as_str(), state.clock.now()).await?
-        else {
-            return Ok(());
-        };
-        let event = Event::new("auth.login_throttled", who, "user", email.as_str())
-            .outcome(Outcome::Denied)
-            .details(json!({ "retry_after_seconds": retry_after.as_secs() }));
-        self.record(ctx, event).await?;
-        Err(Error::ResourceExhausted {
-            reason: "LOGIN_THROTTLED",
-            message: "too many failed password checks for this account; retry later",
-            retry_after: Some(retry_after),
-        })
+        match throttle::claim(&state.db, ctx, email.as_str(), state.clock.now()).await? {
+            Claim::Allowed => Ok(()),
+            Claim::Throttled { retry_after } => Err(Error::ResourceExhausted {
+                reason: "LOGIN_THROTTLED",
+                message: "too many failed password checks for this account; retry later",
+                retry_after: Some(retry_after),
+            }),
+        }
     }
 
     async fn login(&self, ctx: &RequestContext, req: pb::LoginRequest) -> Result<Session> {
@@ -120,13 +114,19 @@ impl AuthApi {
             return Err(Error::internal("validated fields missing"));
         };
 
-        self.claim_attempt(ctx, &email, anonymous(&email)).await?;
+        let permit = state.hasher.reserve()?;
+        self.claim_attempt(ctx, &email).await?;
 
         let user = users::by_email(state.db.read().await?.conn(), email.as_str()).await?;
         let matched = state
             .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .verify(
+                &permit,
+                password,
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
             .await?;
+        drop(permit);
         let user = match (user, matched) {
             (Some(user), true) => user,
             (user, _) => {
@@ -141,7 +141,17 @@ impl AuthApi {
 
         let now = state.clock.now();
         let mut tx = state.db.begin().await?;
-        throttle::reset(tx.conn(), email.as_str()).await?;
+        // The hash check took milliseconds without a lock: mint only if the
+        // password checked is still the user's, read again with the row
+        // locked, so that a password change, disable or role change that
+        // committed meanwhile is not outlived by this login.
+        let Some(user) = users::lock(tx.conn(), user.id)
+            .await?
+            .filter(|current| current.password_hash == user.password_hash)
+        else {
+            return Err(BAD_CREDENTIALS);
+        };
+        throttle::reset(&mut tx, ctx, email.as_str(), now).await?;
         if user.disabled {
             let event = Event::new("auth.login_failed", actor(&user), "user", user.id)
                 .outcome(Outcome::Denied)
@@ -153,8 +163,8 @@ impl AuthApi {
                 message: "this account is disabled",
             });
         }
-        let refresh =
-            sessions::mint(tx.conn(), user.id, Uuid::now_v7(), now, state.refresh_ttl).await?;
+        let family = sessions::create_family(tx.conn(), user.id, user.session_epoch, now).await?;
+        let refresh = sessions::mint(tx.conn(), user.id, family, now, state.refresh_ttl).await?;
         let event = Event::new("auth.login_succeeded", actor(&user), "user", user.id);
         audit::append(&mut tx, ctx, now, event).await?;
         tx.commit().await?;
@@ -186,12 +196,31 @@ impl AuthApi {
         let now = state.clock.now();
         let mut tx = state.db.begin().await?;
         match sessions::spend(tx.conn(), token, now).await? {
-            Spent::Fresh { user_id, family_id } => {
+            Spent::Fresh {
+                user_id,
+                family_id,
+                session_epoch,
+            } => {
                 let user = users::by_id(tx.conn(), user_id).await?;
-                let Some(user) = user.filter(|u| !u.disabled) else {
-                    sessions::revoke_family(tx.conn(), family_id, now).await?;
-                    tx.commit().await?;
-                    return Err(BAD_REFRESH_TOKEN);
+                let user = match user {
+                    Some(user) if !user.disabled && user.session_epoch == session_epoch => user,
+                    user => {
+                        // Every revocation is audited, this late one too.
+                        let reason = match &user {
+                            Some(u) if u.disabled => "user_disabled",
+                            Some(_) => "sessions_revoked",
+                            None => "user_missing",
+                        };
+                        let revoked = sessions::revoke_family(tx.conn(), family_id, now).await?;
+                        let who = user.as_ref().map_or_else(Actor::default, actor);
+                        let event =
+                            Event::new("token.family_revoked", who, "token_family", family_id)
+                                .outcome(Outcome::Denied)
+                                .details(json!({ "reason": reason, "revoked_tokens": revoked }));
+                        audit::append(&mut tx, ctx, now, event).await?;
+                        tx.commit().await?;
+                        return Err(BAD_REFRESH_TOKEN);
+                    }
                 };
                 let refresh =
                     sessions::mint(tx.conn(), user.id, family_id, now, state.refresh_ttl).await?;
@@ -276,11 +305,13 @@ impl AuthService for AuthApi {
         else {
             return Err(Error::internal("validated fields missing").into());
         };
+        let permit = state.hasher.reserve()?;
         state
             .hasher
-            .check_strength("password", &password, &email, &display_name)
+            .check_strength(&permit, "password", &password, &email, &display_name)
             .await?;
-        let password_hash = state.hasher.hash(&password).await?;
+        let password_hash = state.hasher.hash(&permit, &password).await?;
+        drop(permit);
 
         let now = state.clock.now();
         let mut tx = state.db.begin().await?;
@@ -387,16 +418,17 @@ impl AuthService for AuthApi {
                 Error::invalid("new_password", "must differ from the current password").into(),
             );
         }
+        let permit = state.hasher.reserve()?;
         state
             .hasher
-            .check_strength("new_password", &new, &email, &user.display_name)
+            .check_strength(&permit, "new_password", &new, &email, &user.display_name)
             .await?;
         // Guessing the current password with a stolen access token is a login
         // attempt like any other.
-        self.claim_attempt(&ctx, &email, actor(&user)).await?;
+        self.claim_attempt(&ctx, &email).await?;
         if !state
             .hasher
-            .verify(current, Some(user.password_hash.clone()))
+            .verify(&permit, current, Some(user.password_hash.clone()))
             .await?
         {
             let event = Event::new("user.password_changed", actor(&user), "user", user.id)
@@ -405,12 +437,20 @@ impl AuthService for AuthApi {
             self.record(&ctx, event).await?;
             return Err(BAD_CREDENTIALS.into());
         }
-        let password_hash = state.hasher.hash(&new).await?;
+        let password_hash = state.hasher.hash(&permit, &new).await?;
+        drop(permit);
         let now = state.clock.now();
         let mut tx = state.db.begin().await?;
+        // As in login: only if the password checked is still the current one.
+        if users::lock(tx.conn(), user.id)
+            .await?
+            .is_none_or(|current| current.password_hash != user.password_hash)
+        {
+            return Err(BAD_CREDENTIALS.into());
+        }
         users::set_password(tx.conn(), user.id, &password_hash, now).await?;
         let revoked = sessions::revoke_user(tx.conn(), user.id, now).await?;
-        throttle::reset(tx.conn(), email.as_str()).await?;
+        throttle::reset(&mut tx, &ctx, email.as_str(), now).await?;
         let event = Event::new("user.password_changed", actor(&user), "user", user.id)
             .details(json!({ "revoked_refresh_tokens": revoked }));
         audit::append(&mut tx, &ctx, now, event).await?;

@@ -1,12 +1,22 @@
 //! The first admin: from `BOOTSTRAP_ADMIN_EMAIL` / `BOOTSTRAP_ADMIN_PASSWORD`,
 //! from the `create-admin` subcommand, or (local stack only) generated as
 //! `admin@localhost` with a random password shown once.
+//!
+//! Replicas may start together on an empty database: the check and the
+//! insert run under the start-up lock, so exactly one creates the admin and
+//! the others find it. An existing account that is not an admin is never
+//! promoted silently: anyone could have registered the bootstrap email
+//! before the operator started the service. Promotion needs the operator's
+//! explicit word (`create-admin --promote-existing`,
+//! `BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true`), keeps that account's password,
+//! and is audited.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::json;
 use shared::{
     Error, Result,
     audit::{self, Actor, Event},
+    db::StartupLock,
     identity::RequestContext,
     policy::Role,
 };
@@ -20,6 +30,16 @@ use crate::{
 
 const LOCAL_ADMIN: &str = "admin@localhost";
 
+/// What [`ensure_admin`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Promoted,
+    AlreadyAdmin,
+    /// Another admin exists (only when asked to stop there).
+    AdminExists,
+}
+
 pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
     if users::admin_exists(state.db.read().await?.conn()).await? {
         return Ok(());
@@ -31,26 +51,45 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
         (Some(email), Some(password)) => {
             let email = Email::parse("BOOTSTRAP_ADMIN_EMAIL", email)?;
             let password = NewPassword::parse("BOOTSTRAP_ADMIN_PASSWORD", password, Some(&email))?;
-            ensure_admin(state, &email, &password).await?;
-            tracing::info!(email = email.as_str(), "bootstrap admin created");
+            let outcome = ensure_admin(
+                state,
+                &email,
+                &password,
+                Promote {
+                    allowed: config.bootstrap_admin_promote_existing,
+                    setting: "BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true",
+                },
+                true,
+            )
+            .await?;
+            if outcome != Outcome::AdminExists {
+                tracing::info!(email = email.as_str(), ?outcome, "bootstrap admin");
+            }
         }
         _ if config.generate_local_admin => {
             let mut bytes = [0u8; 18];
             getrandom::fill(&mut bytes).map_err(Error::internal)?;
             let password = URL_SAFE_NO_PAD.encode(bytes);
             let email = Email::parse("email", LOCAL_ADMIN)?;
-            ensure_admin(
+            let outcome = ensure_admin(
                 state,
                 &email,
                 &NewPassword::parse("password", &password, Some(&email))?,
+                Promote {
+                    allowed: false,
+                    setting: "BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true",
+                },
+                true,
             )
             .await?;
-            // Shown once, on the terminal, not through the log pipeline.
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "\n  docverify local admin created: {LOCAL_ADMIN} / {password}\n  (shown only now; set BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD to choose your own)\n"
-                );
+            if outcome == Outcome::Created {
+                // Shown once, on the terminal, not through the log pipeline.
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "\n  docverify local admin created: {LOCAL_ADMIN} / {password}\n  (shown only now; set BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD to choose your own)\n"
+                    );
+                }
             }
         }
         _ => tracing::warn!("no admin exists; create one with the create-admin subcommand"),
@@ -58,8 +97,24 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Creates the admin, or grants the admin role to an existing account.
-pub async fn ensure_admin(state: &State, email: &Email, password: &NewPassword) -> Result<()> {
+/// Whether an existing non-admin account may be promoted, and the setting
+/// that allows it (named in the refusal).
+#[derive(Debug, Clone, Copy)]
+pub struct Promote {
+    pub allowed: bool,
+    pub setting: &'static str,
+}
+
+/// Creates the admin, or (when `promote` allows it) grants the admin role to
+/// an existing account. With `only_if_none`, stops when any admin exists
+/// (checked again under the lock: another replica may have just made one).
+pub async fn ensure_admin(
+    state: &State,
+    email: &Email,
+    password: &NewPassword,
+    promote: Promote,
+    only_if_none: bool,
+) -> Result<Outcome> {
     let ctx = RequestContext {
         request_id: "bootstrap".to_owned(),
         client_addr: None,
@@ -68,23 +123,48 @@ pub async fn ensure_admin(state: &State, email: &Email, password: &NewPassword) 
         id: None,
         email: "system".to_owned(),
     };
+    // Hashed before the lock, so that the lock is held for milliseconds.
+    let permit = state.hasher.reserve()?;
+    let hash = state.hasher.hash(&permit, password).await?;
+    drop(permit);
     let now = state.clock.now();
-    if let Some(user) = users::by_email(state.db.read().await?.conn(), email.as_str()).await? {
+    let mut tx = state.db.begin().await?;
+    tx.lock_startup(StartupLock::BootstrapAdmin).await?;
+    if only_if_none && users::admin_exists(tx.conn()).await? {
+        tx.commit().await?;
+        return Ok(Outcome::AdminExists);
+    }
+    if let Some(user) = users::by_email(tx.conn(), email.as_str()).await? {
         let mut roles = user.roles();
         if roles.contains(&Role::ADMIN) {
-            return Ok(());
+            tx.commit().await?;
+            return Ok(Outcome::AlreadyAdmin);
+        }
+        if !promote.allowed {
+            return Err(Error::internal(format!(
+                "{} already belongs to an account that is not an admin; it is not promoted, \
+                 since anyone could have registered it (its password is not the one given). \
+                 To grant it the admin role anyway, set {}",
+                email.as_str(),
+                promote.setting
+            )));
         }
         let old = user.role_names();
         roles.push(Role::ADMIN);
-        let mut tx = state.db.begin().await?;
         let user = users::set_roles(tx.conn(), user.id, &roles, now).await?;
-        let event = Event::new("user.roles_changed", system, "user", user.id)
-            .details(json!({ "old_roles": old, "new_roles": user.role_names() }));
+        let event = Event::new("user.roles_changed", system, "user", user.id).details(json!({
+            "old_roles": old,
+            "new_roles": user.role_names(),
+            "promoted_existing": true,
+        }));
         audit::append(&mut tx, &ctx, now, event).await?;
-        return tx.commit().await;
+        tx.commit().await?;
+        tracing::warn!(
+            email = email.as_str(),
+            "an existing account was promoted to admin; its own password stays"
+        );
+        return Ok(Outcome::Promoted);
     }
-    let hash = state.hasher.hash(password).await?;
-    let mut tx = state.db.begin().await?;
     let user = users::insert(
         tx.conn(),
         NewUser {
@@ -99,16 +179,27 @@ pub async fn ensure_admin(state: &State, email: &Email, password: &NewPassword) 
     let event = Event::new("user.registered", system, "user", user.id)
         .details(json!({ "roles": user.role_names() }));
     audit::append(&mut tx, &ctx, now, event).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(Outcome::Created)
 }
 
 /// The `create-admin` subcommand.
-pub async fn create_admin(config: &Config, email: &str, password: &str) -> Result<()> {
+pub async fn create_admin(
+    config: &Config,
+    email: &str,
+    password: &str,
+    promote_existing: bool,
+) -> Result<()> {
     let db = crate::migrate(config).await?;
     let state = State::build(config, db.clone()).await?;
     let email = Email::parse("email", email)?;
     let password = NewPassword::parse("password", password, Some(&email))?;
-    ensure_admin(&state, &email, &password).await?;
+    let promote = Promote {
+        allowed: promote_existing,
+        setting: "--promote-existing",
+    };
+    let outcome = ensure_admin(&state, &email, &password, promote, false).await;
     db.close().await;
-    Ok(())
+    tracing::info!(email = email.as_str(), outcome = ?outcome.as_ref().ok(), "create-admin");
+    outcome.map(|_| ())
 }

@@ -21,12 +21,17 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
-    /// Create an admin account, or grant the admin role to an existing one.
+    /// Create an admin account (or, with --promote-existing, grant the
+    /// admin role to an existing one).
     CreateAdmin {
         #[arg(long, env = "ADMIN_EMAIL")]
         email: String,
         #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
         password: String,
+        /// Grant the admin role to an existing account with this email (its
+        /// own password stays); without it, an existing account is refused.
+        #[arg(long)]
+        promote_existing: bool,
     },
     /// Exit 0 when the running service reports SERVING, 1 otherwise
     /// (for container health checks).
@@ -41,9 +46,11 @@ pub async fn run() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Migrate => crate::migrate(&cli.config).await.map(|_| ()),
-        Command::CreateAdmin { email, password } => {
-            crate::create_admin(&cli.config, &email, &password).await
-        }
+        Command::CreateAdmin {
+            email,
+            password,
+            promote_existing,
+        } => crate::create_admin(&cli.config, &email, &password, promote_existing).await,
         Command::Healthcheck => {
             return shared::server::healthcheck_exit(cli.config.listen_addr, &cli.server).await;
         }

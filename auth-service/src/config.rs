@@ -37,6 +37,11 @@ pub struct Config {
     )]
     pub signing_key_files: Vec<PathBuf>,
 
+    /// How often keys kept in the database are read again, so that a key
+    /// another replica added is served and accepted here too.
+    #[arg(id = "auth_signing_keys_reload", long = "auth-signing-keys-reload", env = "AUTH_SIGNING_KEYS_RELOAD", default_value = "60s", value_parser = duration)]
+    pub signing_keys_reload: Duration,
+
     /// Access-token lifetime.
     #[arg(id = "auth_access_token_ttl", long = "auth-access-token-ttl", env = "ACCESS_TOKEN_TTL", default_value = "15m", value_parser = duration)]
     pub access_token_ttl: Duration,
@@ -53,6 +58,21 @@ pub struct Config {
         requires = "auth_bootstrap_admin_password"
     )]
     pub bootstrap_admin_email: Option<String>,
+
+    /// Grant the admin role to an existing account with
+    /// BOOTSTRAP_ADMIN_EMAIL (its password is kept). Off by default: anyone
+    /// could have registered that email first.
+    #[arg(
+        id = "auth_bootstrap_admin_promote_existing",
+        long = "auth-bootstrap-admin-promote-existing",
+        env = "BOOTSTRAP_ADMIN_PROMOTE_EXISTING",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub bootstrap_admin_promote_existing: bool,
 
     /// Password of the bootstrap admin.
     #[arg(
@@ -81,6 +101,17 @@ pub struct Config {
     )]
     pub argon2_workers: Option<usize>,
 
+    /// Password hashing requests admitted at once (running and queued);
+    /// beyond, Login, Register and ChangePassword answer RESOURCE_EXHAUSTED
+    /// at once, so a login flood cannot hold every request slot.
+    #[arg(
+        id = "auth_argon2_queue_limit",
+        long = "auth-argon2-queue-limit",
+        env = "ARGON2_QUEUE_LIMIT",
+        default_value_t = 16
+    )]
+    pub argon2_queue_limit: usize,
+
     /// Create `admin@localhost` with a random password (printed once) when
     /// no admin exists and no bootstrap admin is configured: the local stack.
     #[arg(skip)]
@@ -98,10 +129,7 @@ pub struct Config {
 
 impl Config {
     pub fn pool(&self) -> PoolConfig {
-        PoolConfig {
-            max_connections: self.db_max_connections,
-            acquire_timeout: self.server.db_acquire_timeout,
-        }
+        self.server.pool(self.db_max_connections)
     }
 }
 

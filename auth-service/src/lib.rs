@@ -82,11 +82,16 @@ pub async fn serve(
         db.clone(),
         config.clock.clone(),
         server.max_concurrent_requests,
+        server.streams(),
     );
     shared::metrics::METRICS.watch_pool("auth-service", &db);
     let (health, health_service) = Health::new(&[AUTH_SERVICE, USER_SERVICE, AUDIT_SERVICE]);
     health.set(true).await;
-    let monitor = health.follow_database(db.clone(), server.health_check_interval);
+    let mut background = vec![
+        health.follow_database(db.clone(), server.health_check_interval),
+        throttle::spawn_window_sweep(db.clone(), config.clock.clone()),
+    ];
+    background.extend(state.keys.spawn_reload(config.signing_keys_reload));
     let (reflection_v1, reflection_v1alpha) =
         shared::server::reflection(&[AUTH_SERVICE, USER_SERVICE, AUDIT_SERVICE])?;
     let (signal, deadline) =
@@ -122,7 +127,9 @@ pub async fn serve(
         served = router.serve_with_incoming_shutdown(incoming, signal) => served.map_err(Error::internal)?,
         () = deadline => {}
     }
-    monitor.abort();
+    for task in background {
+        task.abort();
+    }
     db.close().await;
     tracing::info!("auth-service stopped");
     Ok(())

@@ -9,8 +9,24 @@
 //! busy, no more, and memory bounded by the number of threads. Unknown
 //! emails are verified against a dummy hash so that their timing matches a
 //! wrong password.
+//!
+//! The queue is bounded too: every hashing request first takes a
+//! [`HashPermit`], and when as many are out as the queue holds, Login,
+//! Register and ChangePassword answer RESOURCE_EXHAUSTED (with RetryInfo) at
+//! once. A login flood therefore waits in a short queue instead of holding
+//! every request slot of the service, and the RPCs that hash nothing
+//! (GetCurrentUser, ValidateToken, ListSigningKeys) keep answering. The
+//! permit is taken before the throttle claim, so an attempt refused for a
+//! full queue never counts as a failed password check.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use shared::{Error, Result};
@@ -21,6 +37,8 @@ use crate::fields::{Email, NewPassword};
 /// zxcvbn score below which a password counts as commonly used or guessable
 /// (3 = "safely unguessable": about 10^8 guesses and up).
 const MIN_STRENGTH: u8 = 3;
+/// How long a caller refused for a full queue is told to wait.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -29,20 +47,38 @@ pub struct Hasher {
     queue: mpsc::Sender<Job>,
     workers: usize,
     dummy: Arc<str>,
+    /// Permits out now, and how many may be.
+    permits: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// A place in the hashing queue for one request (its strength check and
+/// hash, or its verification); given back when dropped.
+#[derive(Debug)]
+pub struct HashPermit {
+    permits: Arc<AtomicUsize>,
+}
+
+impl Drop for HashPermit {
+    fn drop(&mut self) {
+        self.permits.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hasher")
             .field("workers", &self.workers)
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
 
 impl Hasher {
-    /// Starts `workers` hashing threads; they end when the last `Hasher`
-    /// clone is dropped.
-    pub async fn new(workers: usize) -> Result<Self> {
+    /// Starts `workers` hashing threads, with room for `capacity` hashing
+    /// requests at once (running and queued); the threads end when the last
+    /// `Hasher` clone is dropped.
+    pub async fn new(workers: usize, capacity: usize) -> Result<Self> {
         let workers = workers.max(1);
         let (queue, jobs) = mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -72,11 +108,30 @@ impl Hasher {
             queue,
             workers,
             dummy: Arc::from(""),
+            permits: Arc::new(AtomicUsize::new(0)),
+            capacity: capacity.max(1),
         };
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(Error::internal)?;
         hasher.dummy = hasher.run(move || hash_blocking(&random)).await??.into();
         Ok(hasher)
+    }
+
+    /// A place in the queue, or RESOURCE_EXHAUSTED at once when it is full.
+    pub fn reserve(&self) -> Result<HashPermit> {
+        let taken = self.permits.fetch_add(1, Ordering::AcqRel);
+        let permit = HashPermit {
+            permits: self.permits.clone(),
+        };
+        if taken >= self.capacity {
+            drop(permit);
+            return Err(Error::ResourceExhausted {
+                reason: "PASSWORD_HASHING_BUSY",
+                message: "too many password checks in progress; retry shortly",
+                retry_after: Some(BUSY_RETRY),
+            });
+        }
+        Ok(permit)
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
@@ -95,14 +150,19 @@ impl Hasher {
         result.await.map_err(Error::internal)
     }
 
-    pub async fn hash(&self, password: &NewPassword) -> Result<String> {
+    pub async fn hash(&self, _permit: &HashPermit, password: &NewPassword) -> Result<String> {
         let password = password.expose().to_owned();
         self.run(move || hash_blocking(password.as_bytes())).await?
     }
 
     /// Whether `password` matches `phc`; with no stored hash (unknown email)
     /// the dummy hash is checked instead and the answer is always false.
-    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
+    pub async fn verify(
+        &self,
+        _permit: &HashPermit,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool> {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         let matched = self
@@ -120,6 +180,7 @@ impl Hasher {
     /// own email and name).
     pub async fn check_strength(
         &self,
+        _permit: &HashPermit,
         field: &'static str,
         password: &NewPassword,
         email: &Email,

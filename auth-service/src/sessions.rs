@@ -1,16 +1,26 @@
 //! Refresh tokens: opaque 256-bit random strings, stored only as SHA-256
 //! hashes, single-use, grouped in families (one family per login).
 //!
-//! Using a token spends it with one atomic `UPDATE ... WHERE used_at IS NULL
-//! RETURNING`: of two concurrent uses exactly one wins. Presenting a spent
-//! token means it was stolen or replayed (RFC 9700 §4.14.2): the whole family
-//! is revoked, including the newest token the legitimate holder got.
+//! Every family has a row of its own, and everything that spends a token or
+//! revokes a family takes that row's lock first (`SELECT ... FOR UPDATE` on
+//! PostgreSQL; SQLite has one writer). So a refresh and a revocation of the
+//! same family happen one after the other, never interleaved: a successor
+//! minted by a refresh that committed first is revoked with its family, and
+//! a refresh that comes second sees the family revoked. A family also keeps
+//! the user's session epoch from when it was created; a password change,
+//! disable or session revocation bumps the user's epoch, so a family from
+//! before it (even one a login in flight created concurrently) never
+//! refreshes again.
+//!
+//! Presenting a spent token means it was stolen or replayed (RFC 9700
+//! §4.14.2): the whole family is revoked, including the newest token the
+//! legitimate holder got.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use shared::{
     Error, Result,
-    db::{Conn, Timestamp},
+    db::{Conn, Dialect, Timestamp},
     on_dialect,
 };
 use uuid::Uuid;
@@ -30,6 +40,27 @@ impl std::fmt::Debug for Minted {
 
 fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Starts a family for a login, stamped with the user's current session epoch.
+pub async fn create_family(
+    c: Conn<'_>,
+    user_id: Uuid,
+    session_epoch: i64,
+    now: Timestamp,
+) -> Result<Uuid> {
+    let id = Uuid::now_v7();
+    let sql = "INSERT INTO refresh_families (id, user_id, session_epoch, created_at) \
+               VALUES ($1, $2, $3, $4)";
+    on_dialect!(c, c => sqlx::query(sql)
+        .bind(id)
+        .bind(user_id)
+        .bind(session_epoch)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    Ok(id)
 }
 
 pub async fn mint(
@@ -60,8 +91,13 @@ pub async fn mint(
 /// What presenting a refresh token amounted to.
 #[derive(Debug)]
 pub enum Spent {
-    /// It was live and is now spent: rotate within this family.
-    Fresh { user_id: Uuid, family_id: Uuid },
+    /// It was live and is now spent: rotate within this family, if the
+    /// user's session epoch is still `session_epoch`.
+    Fresh {
+        user_id: Uuid,
+        family_id: Uuid,
+        session_epoch: i64,
+    },
     /// It had been spent before: a replay. Its family must be revoked.
     Reused { user_id: Uuid, family_id: Uuid },
     /// Unknown, expired or revoked.
@@ -69,46 +105,119 @@ pub enum Spent {
 }
 
 #[derive(sqlx::FromRow)]
-struct Row {
+struct TokenRow {
     user_id: Uuid,
     family_id: Uuid,
     used_at: Option<Timestamp>,
 }
 
-pub async fn spend(c: Conn<'_>, token: &str, now: Timestamp) -> Result<Spent> {
-    let hash = digest(token);
-    let spend = "UPDATE refresh_tokens SET used_at = $2 \
-                 WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
-                 RETURNING user_id, family_id, used_at";
-    let look = "SELECT user_id, family_id, used_at FROM refresh_tokens WHERE token_hash = $1";
-    on_dialect!(c, c => {
-        if let Some(row) = sqlx::query_as::<_, Row>(spend).bind(&hash).bind(now).fetch_optional(&mut *c).await? {
-            return Ok(Spent::Fresh { user_id: row.user_id, family_id: row.family_id });
+#[derive(sqlx::FromRow)]
+struct FamilyRow {
+    session_epoch: i64,
+    revoked_at: Option<Timestamp>,
+}
+
+/// Locks the family row until the transaction ends.
+async fn lock_family(c: Conn<'_>, family_id: Uuid) -> Result<Option<FamilyRow>> {
+    let sqlite = "SELECT session_epoch, revoked_at FROM refresh_families WHERE id = $1";
+    let postgres =
+        "SELECT session_epoch, revoked_at FROM refresh_families WHERE id = $1 FOR UPDATE";
+    Ok(match c {
+        Dialect::Sqlite(c) => {
+            sqlx::query_as(sqlite)
+                .bind(family_id)
+                .fetch_optional(c)
+                .await?
         }
-        Ok(match sqlx::query_as::<_, Row>(look).bind(&hash).fetch_optional(&mut *c).await? {
-            Some(Row { user_id, family_id, used_at: Some(_) }) => Spent::Reused { user_id, family_id },
-            _ => Spent::Invalid,
-        })
+        Dialect::Postgres(c) => {
+            sqlx::query_as(postgres)
+                .bind(family_id)
+                .fetch_optional(c)
+                .await?
+        }
     })
 }
 
-/// The family of a live token (for logout), without spending it.
+/// Spends `token` inside the caller's transaction, holding its family's lock.
+pub async fn spend(mut c: Conn<'_>, token: &str, now: Timestamp) -> Result<Spent> {
+    let hash = digest(token);
+    let look = "SELECT user_id, family_id, used_at FROM refresh_tokens WHERE token_hash = $1";
+    let Some(found) = on_dialect!(c.reborrow(), c => sqlx::query_as::<_, TokenRow>(look)
+        .bind(&hash)
+        .fetch_optional(c)
+        .await?)
+    else {
+        return Ok(Spent::Invalid);
+    };
+    let Some(family) = lock_family(c.reborrow(), found.family_id).await? else {
+        return Ok(Spent::Invalid);
+    };
+    let spend = "UPDATE refresh_tokens SET used_at = $2 \
+                 WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+                 RETURNING user_id";
+    let spent: Option<Uuid> = if family.revoked_at.is_none() {
+        on_dialect!(c.reborrow(), c => sqlx::query_scalar(spend)
+            .bind(&hash)
+            .bind(now)
+            .fetch_optional(c)
+            .await?)
+    } else {
+        None
+    };
+    if spent.is_some() {
+        return Ok(Spent::Fresh {
+            user_id: found.user_id,
+            family_id: found.family_id,
+            session_epoch: family.session_epoch,
+        });
+    }
+    // Read again under the lock: a concurrent use may have spent it meanwhile.
+    let used: Option<Option<Timestamp>> = on_dialect!(c, c => sqlx::query_scalar(
+        "SELECT used_at FROM refresh_tokens WHERE token_hash = $1")
+        .bind(&hash)
+        .fetch_optional(c)
+        .await?);
+    Ok(match used.flatten().or(found.used_at) {
+        Some(_) => Spent::Reused {
+            user_id: found.user_id,
+            family_id: found.family_id,
+        },
+        None => Spent::Invalid,
+    })
+}
+
+/// The family of a token whose family is live (for logout), without
+/// spending it.
 pub async fn family_of(c: Conn<'_>, token: &str) -> Result<Option<(Uuid, Uuid)>> {
-    let sql = "SELECT user_id, family_id FROM refresh_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+    let sql = "SELECT t.user_id, t.family_id FROM refresh_tokens t \
+               JOIN refresh_families f ON f.id = t.family_id \
+               WHERE t.token_hash = $1 AND f.revoked_at IS NULL";
     Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(digest(token)).fetch_optional(c).await?))
 }
 
-pub async fn revoke_family(c: Conn<'_>, family_id: Uuid, now: Timestamp) -> Result<u64> {
-    let sql =
+/// Revokes one family and its tokens; the number of tokens revoked. The
+/// family row is updated first: that takes its lock, so a refresh in flight
+/// commits its successor before the tokens are revoked (and is seen by the
+/// second statement's fresh snapshot).
+pub async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timestamp) -> Result<u64> {
+    let family =
+        "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+    let tokens =
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
+    on_dialect!(c.reborrow(), c => sqlx::query(family).bind(family_id).bind(now).execute(c).await.map(|_| ())?);
     Ok(
-        on_dialect!(c, c => sqlx::query(sql).bind(family_id).bind(now).execute(c).await?.rows_affected()),
+        on_dialect!(c, c => sqlx::query(tokens).bind(family_id).bind(now).execute(c).await?.rows_affected()),
     )
 }
 
-pub async fn revoke_user(c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
-    let sql = "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+/// Revokes every family of a user (with the session epoch the caller bumped,
+/// families created concurrently are dead too); the number of tokens revoked.
+pub async fn revoke_user(mut c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
+    let families =
+        "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    let tokens = "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    on_dialect!(c.reborrow(), c => sqlx::query(families).bind(user_id).bind(now).execute(c).await.map(|_| ())?);
     Ok(
-        on_dialect!(c, c => sqlx::query(sql).bind(user_id).bind(now).execute(c).await?.rows_affected()),
+        on_dialect!(c, c => sqlx::query(tokens).bind(user_id).bind(now).execute(c).await?.rows_affected()),
     )
 }

@@ -5,8 +5,19 @@
 //! one after a token lifetime). Without them a key is generated on first start
 //! and kept in the database, so a restart, or another replica, keeps issued
 //! tokens valid. Only public parts ever leave this module.
+//!
+//! Replicas that start together on an empty database must not each invent a
+//! key: the first key is generated under the start-up lock (see
+//! [`shared::db::Tx::lock_startup`]), so every replica reads back the same
+//! one. Stored keys are read again periodically and when a token names a
+//! `kid` this replica does not know, so a key that another replica (or an
+//! operator) added is served and accepted by all within the reload interval.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
@@ -15,10 +26,10 @@ use jsonwebtoken::{
 };
 use shared::{
     Error, Result,
-    db::{Db, Timestamp},
+    db::{Db, StartupLock, Timestamp},
     on_dialect,
     proto::auth::v1::{ListSigningKeysResponse, SigningKey},
-    token::{AccessClaims, KeySet, TOKEN_TYPE},
+    token::{AccessClaims, KeySet, TOKEN_TYPE, TokenError},
 };
 
 /// RFC 8410 PKCS#8 prefix of an Ed25519 private key; the 32-byte seed follows.
@@ -33,28 +44,48 @@ struct Key {
     jwk: Jwk,
 }
 
-pub struct SigningKeys {
+/// One loaded generation of keys: the first signs, all verify.
+struct Loaded {
     keys: Vec<Key>,
     verify: KeySet,
 }
 
+impl Loaded {
+    fn new(keys: Vec<Key>) -> Self {
+        let verify = KeySet::new(keys.iter().map(|k| (k.kid.clone(), &k.public[..])));
+        Self { keys, verify }
+    }
+
+    fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.kid.as_str()).collect()
+    }
+}
+
+pub struct SigningKeys {
+    loaded: RwLock<Arc<Loaded>>,
+    /// Keys from the database are reloaded; configured files are fixed.
+    db: Option<Db>,
+    last_reload: Mutex<Instant>,
+}
+
+/// A token naming an unknown `kid` reloads the keys at most this often, so
+/// junk tokens cannot turn into a flood of queries.
+const UNKNOWN_KID_RELOAD: Duration = Duration::from_secs(5);
+
 impl std::fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKeys")
-            .field(
-                "kids",
-                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
-            )
+            .field("kids", &self.current().kids())
             .finish()
     }
 }
 
 impl SigningKeys {
     pub async fn load(files: &[PathBuf], db: &Db, now: Timestamp) -> Result<Self> {
-        let keys = if files.is_empty() {
-            stored_keys(db, now).await?
+        let (keys, db) = if files.is_empty() {
+            (stored_keys(db, now).await?, Some(db.clone()))
         } else {
-            files
+            let keys = files
                 .iter()
                 .map(|path| {
                     let pem = std::fs::read(path).map_err(|e| {
@@ -68,18 +99,84 @@ impl SigningKeys {
                     })?;
                     Key::new(key)
                 })
-                .collect::<Result<Vec<_>>>()?
+                .collect::<Result<Vec<_>>>()?;
+            (keys, None)
         };
-        let verify = KeySet::new(keys.iter().map(|k| (k.kid.clone(), &k.public[..])));
-        Ok(Self { keys, verify })
+        Ok(Self {
+            loaded: RwLock::new(Arc::new(Loaded::new(keys))),
+            db,
+            last_reload: Mutex::new(Instant::now()),
+        })
     }
 
-    pub fn key_set(&self) -> &KeySet {
-        &self.verify
+    fn current(&self) -> Arc<Loaded> {
+        match self.loaded.read() {
+            Ok(loaded) => loaded.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the stored keys again (a no-op for configured files).
+    pub async fn reload(&self) -> Result<()> {
+        let Some(db) = &self.db else { return Ok(()) };
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Instant::now();
+        }
+        let keys = read_keys(db).await?;
+        if keys.is_empty() {
+            return Err(Error::internal("the signing_keys table is empty"));
+        }
+        let fresh = Loaded::new(keys);
+        if fresh.kids() != self.current().kids() {
+            tracing::info!(kids = ?fresh.kids(), "signing keys reloaded");
+            if let Ok(mut loaded) = self.loaded.write() {
+                *loaded = Arc::new(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads every `every` until the task is aborted.
+    pub fn spawn_reload(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        self.db.as_ref()?;
+        let keys = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(keys) = keys.upgrade() else { return };
+                if let Err(e) = keys.reload().await {
+                    tracing::warn!(error = %e, "cannot reload signing keys; keeping the ones we have");
+                }
+            }
+        }))
+    }
+
+    /// Verifies `token`; a `kid` this replica does not know reloads the keys
+    /// first (rate-limited), in case another replica added it.
+    pub async fn verify(&self, token: &str, now: Timestamp) -> Result<AccessClaims> {
+        let loaded = self.current();
+        match loaded.verify.verify(token, now) {
+            Err(TokenError::UnknownKey) if self.may_reload() => {
+                if let Err(e) = self.reload().await {
+                    tracing::warn!(error = %e, "reload for an unknown key id failed");
+                }
+                Ok(self.current().verify.verify(token, now)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn may_reload(&self) -> bool {
+        self.db.is_some()
+            && self
+                .last_reload
+                .lock()
+                .is_ok_and(|last| last.elapsed() >= UNKNOWN_KID_RELOAD)
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
-        let key = self
+        let loaded = self.current();
+        let key = loaded
             .keys
             .first()
             .ok_or_else(|| Error::internal("no signing key"))?;
@@ -90,11 +187,12 @@ impl SigningKeys {
     }
 
     pub fn to_proto(&self) -> Result<ListSigningKeysResponse> {
+        let loaded = self.current();
         let set = JwkSet {
-            keys: self.keys.iter().map(|k| k.jwk.clone()).collect(),
+            keys: loaded.keys.iter().map(|k| k.jwk.clone()).collect(),
         };
         Ok(ListSigningKeysResponse {
-            keys: self
+            keys: loaded
                 .keys
                 .iter()
                 .map(|k| SigningKey {
@@ -135,28 +233,45 @@ impl Key {
     }
 }
 
-/// The keys kept in the database, generating the first one when there is
-/// none. Replicas that start together may each add one; all are published
-/// and the oldest signs, so they agree.
-async fn stored_keys(db: &Db, now: Timestamp) -> Result<Vec<Key>> {
-    let select = "SELECT private_key FROM signing_keys ORDER BY created_at, kid";
-    let mut rows: Vec<Vec<u8>> =
-        on_dialect!(db.reader(), p => sqlx::query_scalar(select).fetch_all(p).await?);
-    if rows.is_empty() {
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(Error::internal)?;
-        der.extend_from_slice(&seed);
-        let key = Key::new(EncodingKey::from_ed_der(&der))?;
-        let insert = "INSERT INTO signing_keys (kid, private_key, created_at) VALUES ($1, $2, $3) \
-                      ON CONFLICT (kid) DO NOTHING";
-        on_dialect!(db.writer(), p => {
-            sqlx::query(insert).bind(&key.kid).bind(&der).bind(now).execute(p).await?;
-        });
-        tracing::info!(kid = %key.kid, "generated a new token signing key");
-        rows = on_dialect!(db.writer(), p => sqlx::query_scalar(select).fetch_all(p).await?);
-    }
+const SELECT_KEYS: &str = "SELECT private_key FROM signing_keys ORDER BY created_at, kid";
+
+async fn read_keys(db: &Db) -> Result<Vec<Key>> {
+    let rows: Vec<Vec<u8>> =
+        on_dialect!(db.reader(), p => sqlx::query_scalar(SELECT_KEYS).fetch_all(p).await?);
     rows.iter()
         .map(|der| Key::new(EncodingKey::from_ed_der(der)))
         .collect()
+}
+
+/// The keys kept in the database, generating the first one when there is
+/// none: under the start-up lock, so replicas starting together on an empty
+/// database agree on one key.
+async fn stored_keys(db: &Db, now: Timestamp) -> Result<Vec<Key>> {
+    let mut tx = db.begin().await?;
+    tx.lock_startup(StartupLock::SigningKeys).await?;
+    let rows: Vec<Vec<u8>> =
+        on_dialect!(tx.conn(), c => sqlx::query_scalar(SELECT_KEYS).fetch_all(c).await?);
+    if !rows.is_empty() {
+        tx.commit().await?;
+        return rows
+            .iter()
+            .map(|der| Key::new(EncodingKey::from_ed_der(der)))
+            .collect();
+    }
+    let mut der = PKCS8_ED25519_PREFIX.to_vec();
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(Error::internal)?;
+    der.extend_from_slice(&seed);
+    let key = Key::new(EncodingKey::from_ed_der(&der))?;
+    let insert = "INSERT INTO signing_keys (kid, private_key, created_at) VALUES ($1, $2, $3)";
+    on_dialect!(tx.conn(), c => sqlx::query(insert)
+        .bind(&key.kid)
+        .bind(&der)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    tx.commit().await?;
+    tracing::info!(kid = %key.kid, "generated a new token signing key");
+    Ok(vec![key])
 }

@@ -1,6 +1,6 @@
 //! What every auth-service handler shares.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use shared::{
     Result,
@@ -17,7 +17,7 @@ use crate::{config::Config, password::Hasher, signing::SigningKeys, users::User}
 pub struct State {
     pub db: Db,
     pub clock: Clock,
-    pub keys: SigningKeys,
+    pub keys: Arc<SigningKeys>,
     pub hasher: Hasher,
     pub page_tokens: PageTokens,
     pub access_ttl: Duration,
@@ -30,11 +30,11 @@ pub struct State {
 impl State {
     pub async fn build(config: &Config, db: Db) -> Result<Self> {
         let now = config.clock.now();
-        let keys = SigningKeys::load(&config.signing_key_files, &db, now).await?;
+        let keys = Arc::new(SigningKeys::load(&config.signing_key_files, &db, now).await?);
         let workers = config
             .argon2_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-        let hasher = Hasher::new(workers).await?;
+        let hasher = Hasher::new(workers, config.argon2_queue_limit).await?;
         let page_tokens = PageTokens::new(&db.secret("page_tokens", now).await?);
         Ok(Self {
             db,

@@ -7,14 +7,26 @@
 //! possible also sets the lock (1 minute, doubling per further failure, at
 //! most 15 minutes), before its own hash is checked: the 6th guess is refused
 //! even while the 5th is still being verified, and a crash mid-check still
-//! leaves a lock that expires. Success resets the row; refused attempts change
-//! nothing, so they do not extend the delay.
+//! leaves a lock that expires. Success resets the row; refused attempts do not
+//! extend the delay.
+//!
+//! Refused attempts arrive at network speed, so they are not audited one by
+//! one (every audit write serialises the service's writers): the row counts
+//! them with the first and last request ids, and one `auth.login_throttled`
+//! event per lock window carries the count. It is written when the window is
+//! closed: by the next claim after the lock expired, by a reset (success,
+//! unlock, password change), or by a periodic sweep for windows nobody
+//! returned to, each in one transaction with the row change.
 
 use std::time::Duration;
 
+use serde_json::json;
 use shared::{
     Result,
-    db::{Conn, Db, Timestamp},
+    audit::{self, Actor, Event, Outcome},
+    clock::Clock,
+    db::{Db, Timestamp, Tx},
+    identity::RequestContext,
     on_dialect,
 };
 
@@ -45,45 +57,153 @@ struct Row {
     failures: i64,
     locked_until: Option<Timestamp>,
     version: i64,
+    refused: i64,
+    refused_first_request: Option<String>,
+    refused_last_request: Option<String>,
 }
 
-pub async fn claim(db: &Db, email: &str, now: Timestamp) -> Result<Claim> {
+impl Row {
+    /// The one audit event that stands for every attempt refused in the
+    /// lock window that ended, if any was.
+    fn window_event(&self, email: &str) -> Option<Event> {
+        (self.refused > 0).then(|| {
+            Event::new(
+                "auth.login_throttled",
+                Actor {
+                    id: None,
+                    email: email.to_owned(),
+                },
+                "user",
+                email,
+            )
+            .outcome(Outcome::Denied)
+            .details(json!({
+                "refused_attempts": self.refused,
+                "first_request_id": self.refused_first_request,
+                "last_request_id": self.refused_last_request,
+                "locked_until_unix": self.locked_until.map(Timestamp::unix_seconds),
+            }))
+        })
+    }
+}
+
+const SELECT: &str = "SELECT failures, locked_until, version, refused, refused_first_request, \
+                      refused_last_request FROM login_throttle WHERE email = $1";
+
+/// Claims one password check for `email`, or says how long to wait. A
+/// refused attempt costs one single-row UPDATE (counted for the window's
+/// audit event), never a hash or an audit row of its own.
+pub async fn claim(db: &Db, ctx: &RequestContext, email: &str, now: Timestamp) -> Result<Claim> {
     let ensure = "INSERT INTO login_throttle (email, failures, locked_until, version) \
                   VALUES ($1, 0, NULL, 0) ON CONFLICT (email) DO NOTHING";
-    let select = "SELECT failures, locked_until, version FROM login_throttle WHERE email = $1";
-    let swap = "UPDATE login_throttle SET failures = $2, locked_until = $3, version = version + 1 \
-                WHERE email = $1 AND version = $4";
-    on_dialect!(db.writer(), p => {
-        for _ in 0..MAX_RACES {
-            let Some(row) = sqlx::query_as::<_, Row>(select).bind(email).fetch_optional(p).await? else {
-                // First attempt for this email, or a reset raced us.
-                sqlx::query(ensure).bind(email).execute(p).await?;
-                continue;
-            };
-            if let Some(until) = row.locked_until.filter(|until| *until > now) {
-                return Ok(Claim::Throttled { retry_after: now.until(until).max(Duration::from_secs(1)) });
-            }
-            let failures = row.failures + 1;
-            let lock = delay(failures).map(|d| now.plus(d));
-            let swapped = sqlx::query(swap)
-                .bind(email)
-                .bind(failures)
-                .bind(lock)
-                .bind(row.version)
-                .execute(p)
-                .await?
-                .rows_affected();
-            if swapped == 1 {
-                return Ok(Claim::Allowed);
-            }
+    let refuse = "UPDATE login_throttle SET refused = refused + 1, \
+                  refused_first_request = COALESCE(refused_first_request, $2), \
+                  refused_last_request = $2 WHERE email = $1";
+    // The refused count is part of the comparison: a refusal that lands
+    // late is flushed by the next claim instead of being wiped.
+    let swap = "UPDATE login_throttle SET failures = $2, locked_until = $3, version = version + 1, \
+                refused = 0, refused_first_request = NULL, refused_last_request = NULL \
+                WHERE email = $1 AND version = $4 AND refused = $5";
+    for _ in 0..MAX_RACES {
+        let row: Option<Row> =
+            on_dialect!(db.writer(), p => sqlx::query_as(SELECT).bind(email).fetch_optional(p).await?);
+        let Some(row) = row else {
+            // First attempt for this email, or a reset raced us.
+            on_dialect!(db.writer(), p => sqlx::query(ensure).bind(email).execute(p).await.map(|_| ())?);
+            continue;
+        };
+        if let Some(until) = row.locked_until.filter(|until| *until > now) {
+            on_dialect!(db.writer(), p => sqlx::query(refuse).bind(email).bind(&ctx.request_id).execute(p).await.map(|_| ())?);
+            return Ok(Claim::Throttled {
+                retry_after: now.until(until).max(Duration::from_secs(1)),
+            });
         }
-        Ok(Claim::Throttled { retry_after: Duration::from_secs(1) })
+        let failures = row.failures + 1;
+        let lock = delay(failures).map(|d| now.plus(d));
+        // The window that ended is closed out with its audit event, atomically.
+        let mut tx = db.begin().await?;
+        let swapped = on_dialect!(tx.conn(), c => sqlx::query(swap)
+            .bind(email)
+            .bind(failures)
+            .bind(lock)
+            .bind(row.version)
+            .bind(row.refused)
+            .execute(c)
+            .await?
+            .rows_affected());
+        if swapped == 1 {
+            if let Some(event) = row.window_event(email) {
+                audit::append(&mut tx, ctx, now, event).await?;
+            }
+            tx.commit().await?;
+            return Ok(Claim::Allowed);
+        }
+    }
+    Ok(Claim::Throttled {
+        retry_after: Duration::from_secs(1),
     })
 }
 
-/// After a successful login: the failures were not consecutive after all.
-pub async fn reset(c: Conn<'_>, email: &str) -> Result<()> {
-    let sql = "DELETE FROM login_throttle WHERE email = $1";
-    on_dialect!(c, c => sqlx::query(sql).bind(email).execute(c).await.map(|_| ()))?;
+/// After a successful login, a password change or an unlock: the failures
+/// were not consecutive after all. Closes the lock window's audit record.
+pub async fn reset(tx: &mut Tx, ctx: &RequestContext, email: &str, now: Timestamp) -> Result<()> {
+    let sql = "DELETE FROM login_throttle WHERE email = $1 RETURNING failures, locked_until, \
+               version, refused, refused_first_request, refused_last_request";
+    let row: Option<Row> =
+        on_dialect!(tx.conn(), c => sqlx::query_as(sql).bind(email).fetch_optional(c).await?);
+    if let Some(event) = row.and_then(|r| r.window_event(email)) {
+        audit::append(tx, ctx, now, event).await?;
+    }
     Ok(())
+}
+
+/// Closes the audit record of lock windows that ended with nobody trying
+/// again (the next claim or a reset closes the others); run periodically.
+pub async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
+    let expired = "SELECT email FROM login_throttle WHERE refused > 0 AND locked_until <= $1 LIMIT 100";
+    let close = "UPDATE login_throttle SET refused = 0, refused_first_request = NULL, \
+                 refused_last_request = NULL WHERE email = $1 AND version = $2 AND refused = $3";
+    let emails: Vec<String> =
+        on_dialect!(db.writer(), p => sqlx::query_scalar(expired).bind(now).fetch_all(p).await?);
+    let ctx = RequestContext {
+        request_id: "throttle-windows".to_owned(),
+        client_addr: None,
+    };
+    let mut closed = 0;
+    for email in emails {
+        let mut tx = db.begin().await?;
+        let row: Option<Row> =
+            on_dialect!(tx.conn(), c => sqlx::query_as(SELECT).bind(&email).fetch_optional(c).await?);
+        let Some(row) = row.filter(|r| r.locked_until.is_some_and(|u| u <= now)) else {
+            continue;
+        };
+        let swapped = on_dialect!(tx.conn(), c => sqlx::query(close)
+            .bind(&email)
+            .bind(row.version)
+            .bind(row.refused)
+            .execute(c)
+            .await?
+            .rows_affected());
+        if let (1, Some(event)) = (swapped, row.window_event(&email)) {
+            audit::append(&mut tx, &ctx, now, event).await?;
+            tx.commit().await?;
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// How often lock windows that nobody returned to are closed out.
+const WINDOW_SWEEP: Duration = Duration::from_secs(2);
+
+/// Runs [`close_expired_windows`] every [`WINDOW_SWEEP`] until aborted.
+pub fn spawn_window_sweep(db: Db, clock: Clock) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WINDOW_SWEEP).await;
+            if let Err(e) = close_expired_windows(&db, clock.now()).await {
+                tracing::warn!(error = %e, "cannot close expired login throttle windows");
+            }
+        }
+    })
 }

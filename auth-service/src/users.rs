@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// The columns of [`User`], for `concat!` (sqlx takes only static SQL).
 macro_rules! columns {
     () => {
-        "id, email, display_name, password_hash, roles, disabled, token_generation, created_at"
+        "id, email, display_name, password_hash, roles, disabled, token_generation, session_epoch, created_at"
     };
 }
 
@@ -26,6 +26,9 @@ pub struct User {
     roles: Json<Vec<String>>,
     pub disabled: bool,
     pub token_generation: i64,
+    /// Bumped when every session of the user ends (password change,
+    /// disable): a refresh family from an older epoch is dead.
+    pub session_epoch: i64,
     pub created_at: Timestamp,
 }
 
@@ -37,6 +40,10 @@ impl User {
 
     pub fn role_names(&self) -> Vec<String> {
         self.roles().iter().map(|r| r.as_str().to_owned()).collect()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        !self.disabled && self.roles().contains(&Role::ADMIN)
     }
 
     pub fn to_proto(&self) -> pb::User {
@@ -69,7 +76,7 @@ pub struct NewUser<'a> {
 /// constraint (no racy look-up first).
 pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<User> {
     let sql = concat!(
-        "INSERT INTO users (id, email, display_name, password_hash, roles, disabled, token_generation, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, 0, $6, $6) RETURNING ",
+        "INSERT INTO users (id, email, display_name, password_hash, roles, disabled, token_generation, session_epoch, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, 0, 0, $6, $6) RETURNING ",
         columns!()
     );
     let result = on_dialect!(c, c => sqlx::query_as::<_, User>(sql)
@@ -100,6 +107,58 @@ pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
     Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await?))
 }
 
+/// The user, its row locked until the transaction ends (SQLite's one
+/// writer serialises transactions already): what a check-then-act on the
+/// user reads.
+pub async fn lock(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
+    let sqlite = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+    let postgres = concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE");
+    Ok(match c {
+        shared::db::Dialect::Sqlite(c) => sqlx::query_as(sqlite).bind(id).fetch_optional(c).await?,
+        shared::db::Dialect::Postgres(c) => {
+            sqlx::query_as(postgres).bind(id).fetch_optional(c).await?
+        }
+    })
+}
+
+/// The enabled admins, their rows locked until the transaction ends (in id
+/// order, before any other user row, so that two admins demoting or
+/// disabling each other at once queue instead of deadlocking, and the second
+/// sees the first's change).
+pub async fn lock_admins(c: Conn<'_>) -> Result<Vec<Uuid>> {
+    let admin = Role::ADMIN.as_str();
+    Ok(match c {
+        shared::db::Dialect::Sqlite(c) => {
+            sqlx::query_scalar(
+                "SELECT users.id FROM users, json_each(users.roles) AS r \
+                 WHERE r.value = $1 AND NOT users.disabled ORDER BY users.id",
+            )
+            .bind(admin)
+            .fetch_all(c)
+            .await?
+        }
+        shared::db::Dialect::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT id FROM users WHERE roles ? $1 AND NOT disabled ORDER BY id FOR UPDATE",
+            )
+            .bind(admin)
+            .fetch_all(c)
+            .await?
+        }
+    })
+}
+
+/// Refuses to take the last enabled admin away (`admins` from [`lock_admins`]).
+pub fn ensure_other_admin(admins: &[Uuid], target: &User) -> Result<()> {
+    if target.is_admin() && !admins.iter().any(|a| *a != target.id) {
+        return Err(Error::FailedPrecondition {
+            reason: "LAST_ADMIN_PROTECTION",
+            message: "the last enabled admin cannot lose the admin role or be disabled",
+        });
+    }
+    Ok(())
+}
+
 /// Newest first, after the `before` cursor.
 pub async fn list(c: Conn<'_>, before: Option<Uuid>, limit: u32) -> Result<Vec<User>> {
     let sql = concat!(
@@ -122,10 +181,11 @@ pub async fn set_roles(c: Conn<'_>, id: Uuid, roles: &[Role], now: Timestamp) ->
         .ok_or(Error::not_found("user"))
 }
 
-/// Disables or enables; disabling also bumps the token generation.
+/// Disables or enables; disabling also bumps the token generation and the
+/// session epoch.
 pub async fn set_disabled(c: Conn<'_>, id: Uuid, disabled: bool, now: Timestamp) -> Result<User> {
     let sql = concat!(
-        "UPDATE users SET disabled = $2, token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = $3 WHERE id = $1 RETURNING ",
+        "UPDATE users SET disabled = $2, token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END, session_epoch = session_epoch + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = $3 WHERE id = $1 RETURNING ",
         columns!()
     );
     on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(disabled).bind(now).fetch_optional(c).await?)
@@ -139,7 +199,7 @@ pub async fn set_password(
     now: Timestamp,
 ) -> Result<()> {
     let sql = "UPDATE users SET password_hash = $2, token_generation = token_generation + 1, \
-               updated_at = $3 WHERE id = $1";
+               session_epoch = session_epoch + 1, updated_at = $3 WHERE id = $1";
     on_dialect!(c, c => sqlx::query(sql).bind(id).bind(password_hash).bind(now).execute(c).await.map(|_| ()))?;
     Ok(())
 }

@@ -67,6 +67,13 @@ impl UsersApi {
         }
         let now = self.state.clock.now();
         let mut tx = self.state.db.begin().await?;
+        if disabled {
+            let admins = users::lock_admins(tx.conn()).await?;
+            let target = users::lock(tx.conn(), id)
+                .await?
+                .ok_or(Error::not_found("user"))?;
+            users::ensure_other_admin(&admins, &target)?;
+        }
         let user = users::set_disabled(tx.conn(), id, disabled, now).await?;
         let (action, details) = if disabled {
             let revoked = sessions::revoke_user(tx.conn(), id, now).await?;
@@ -150,9 +157,20 @@ impl UserService for UsersApi {
         }
         let now = self.state.clock.now();
         let mut tx = self.state.db.begin().await?;
-        let before = users::by_id(tx.conn(), id)
+        // Locked before the target (see `lock_admins`), only when the change
+        // could take the admin role away.
+        let admins = if roles.contains(&Role::ADMIN) {
+            Vec::new()
+        } else {
+            users::lock_admins(tx.conn()).await?
+        };
+        // Locked, so that `old_roles` is what this change replaced.
+        let before = users::lock(tx.conn(), id)
             .await?
             .ok_or(Error::not_found("user"))?;
+        if !roles.contains(&Role::ADMIN) {
+            users::ensure_other_admin(&admins, &before)?;
+        }
         let after = users::set_roles(tx.conn(), id, &roles, now).await?;
         let event = Event::new("user.roles_changed", Actor::from(me), "user", id)
             .details(json!({ "old_roles": before.role_names(), "new_roles": after.role_names() }));
@@ -198,7 +216,7 @@ impl UserService for UsersApi {
         let user = users::by_id(tx.conn(), id)
             .await?
             .ok_or(Error::not_found("user"))?;
-        throttle::reset(tx.conn(), &user.email).await?;
+        throttle::reset(&mut tx, &ctx, &user.email, now).await?;
         audit::append(
             &mut tx,
             &ctx,

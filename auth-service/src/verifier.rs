@@ -33,7 +33,7 @@ pub async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::U
     let claims = match state.verified_tokens.get(token, now) {
         Some(claims) => claims,
         None => {
-            let claims = state.keys.key_set().verify(token, now)?;
+            let claims = state.keys.verify(token, now).await?;
             state.verified_tokens.put(token, claims.clone(), claims.exp);
             claims
         }

@@ -12,12 +12,13 @@ use shared::{
     proto::document::v1::{self as pb, document_service_server::DocumentService},
     validate,
 };
+use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::{
-    documents::{self, Document, NewDocument, Status as DocStatus},
+    documents::{self, DeleteRights, Document, NewDocument, Status as DocStatus},
     upload,
 };
 
@@ -106,6 +107,30 @@ impl DocumentApi {
     }
 }
 
+const CHANGED_DURING_DOWNLOAD: Error = Error::Aborted {
+    reason: "DOCUMENT_CHANGED",
+    message: "the document was deleted or changed during the download; retry it",
+};
+
+/// What a download has streamed so far.
+#[derive(Default)]
+struct Received {
+    bytes: i64,
+    sha256: Sha256,
+}
+
+impl Received {
+    fn add(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as i64;
+        self.sha256.update(chunk);
+    }
+
+    /// Whether what was streamed is the whole document, byte for byte.
+    fn matches(&self, doc: &Document) -> bool {
+        self.bytes == doc.size_bytes && shared::audit::hex(&self.sha256.clone().finalize()) == doc.sha256
+    }
+}
+
 /// Binds a page token to the caller and the filters it was issued for.
 fn list_scope(me: &Identity, owner: Option<Uuid>, status: Option<DocStatus>) -> String {
     format!(
@@ -187,21 +212,33 @@ impl DocumentService for DocumentApi {
     ) -> Result<Response<Self::DownloadDocumentStream>, Status> {
         let me = current_user(&request)?;
         let id = validate::uuid("document_id", &request.get_ref().document_id)?;
-        self.visible(me, id).await?;
+        let doc = self.visible(me, id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(DOWNLOAD_BUFFER);
         let db = self.db.clone();
         let request_id = shared::identity::current_request_id().unwrap_or_default();
         tokio::spawn(shared::identity::REQUEST_ID.scope(request_id, async move {
             // One chunk in memory at a time; a client that stops reading
-            // stops the reads (the channel is bounded).
+            // stops the reads (the channel is bounded). Chunks are read one
+            // statement each, so the content is checked as it goes: a
+            // document deleted (or changed) mid-stream ends with ABORTED,
+            // never with OK and a short body.
+            let mut received = Received::default();
             for seq in 0.. {
                 let chunk = match db.read().await {
                     Ok(mut conn) => documents::chunk(conn.conn(), id, seq).await,
                     Err(e) => Err(e),
                 };
                 let message = match chunk {
-                    Ok(Some(chunk)) => Ok(pb::DownloadDocumentResponse { chunk }),
-                    Ok(None) => return,
+                    Ok(Some(chunk)) => {
+                        received.add(&chunk);
+                        if received.bytes > doc.size_bytes {
+                            Err(Status::from(CHANGED_DURING_DOWNLOAD))
+                        } else {
+                            Ok(pb::DownloadDocumentResponse { chunk })
+                        }
+                    }
+                    Ok(None) if received.matches(&doc) => return,
+                    Ok(None) => Err(Status::from(CHANGED_DURING_DOWNLOAD)),
                     Err(e) => Err(Status::from(e)),
                 };
                 let failed = message.is_err();
@@ -315,33 +352,36 @@ impl DocumentService for DocumentApi {
         let me = current_user(&request)?;
         let id = validate::uuid("document_id", &request.get_ref().document_id)?;
         let now = self.clock.now();
+        let rights = DeleteRights {
+            caller: me.user_id,
+            any: me.can(Permission::DocumentsDeleteAny),
+            own_pending: me.can(Permission::DocumentsDeleteOwn),
+        };
         let mut tx = self.db.begin().await?;
-        let doc = documents::by_id(tx.conn(), id)
-            .await?
-            .ok_or(Error::not_found("document"))?;
-        me.ensure_owner_or(
-            doc.owner_id,
-            Permission::DocumentsReadOwn,
-            Permission::DocumentsReadAny,
-            "document",
-        )?;
-        let any = me.can(Permission::DocumentsDeleteAny);
-        let own = doc.owner_id == me.user_id && me.can(Permission::DocumentsDeleteOwn);
-        if !any && !own {
-            return Err(Error::PermissionDenied {
-                reason: "PERMISSION_DENIED",
-                message: "you may not delete this document",
+        let Some(doc) = documents::delete(tx.conn(), id, rights).await? else {
+            // Nothing deleted: say why, from the row as it is now.
+            let doc = documents::by_id(tx.conn(), id)
+                .await?
+                .ok_or(Error::not_found("document"))?;
+            me.ensure_owner_or(
+                doc.owner_id,
+                Permission::DocumentsReadOwn,
+                Permission::DocumentsReadAny,
+                "document",
+            )?;
+            if !(doc.owner_id == me.user_id && rights.own_pending) {
+                return Err(Error::PermissionDenied {
+                    reason: "PERMISSION_DENIED",
+                    message: "you may not delete this document",
+                }
+                .into());
             }
-            .into());
-        }
-        if !any && !doc.is_pending() {
             return Err(Error::FailedPrecondition {
                 reason: "DOCUMENT_NOT_PENDING",
                 message: "a reviewed document can only be deleted by an administrator",
             }
             .into());
-        }
-        documents::delete(tx.conn(), id).await?;
+        };
         let event = Event::new("document.deleted", Actor::from(me), "document", id)
             .details(json!({ "status": doc.status, "sha256": doc.sha256 }));
         audit::append(&mut tx, &ctx, now, event).await?;

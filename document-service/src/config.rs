@@ -86,10 +86,7 @@ pub struct Config {
 
 impl Config {
     pub fn pool(&self) -> PoolConfig {
-        PoolConfig {
-            max_connections: self.db_max_connections,
-            acquire_timeout: self.server.db_acquire_timeout,
-        }
+        self.server.pool(self.db_max_connections)
     }
 }
 

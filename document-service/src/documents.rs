@@ -71,10 +71,6 @@ pub struct Document {
 }
 
 impl Document {
-    pub fn is_pending(&self) -> bool {
-        self.status == Status::Pending.as_str()
-    }
-
     pub fn to_proto(&self) -> pb::Document {
         pb::Document {
             id: self.id.to_string(),
@@ -204,11 +200,30 @@ pub async fn review(
         .await?))
 }
 
-pub async fn delete(c: Conn<'_>, id: Uuid) -> Result<bool> {
-    let chunks = "DELETE FROM document_chunks WHERE document_id = $1";
-    let row = "DELETE FROM documents WHERE id = $1";
-    Ok(on_dialect!(c, c => {
-        sqlx::query(chunks).bind(id).execute(&mut *c).await?;
-        sqlx::query(row).bind(id).execute(&mut *c).await?.rows_affected() == 1
-    }))
+/// Who may delete what: anybody's document in any state, or one's own
+/// while it is pending.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteRights {
+    pub caller: Uuid,
+    pub any: bool,
+    pub own_pending: bool,
+}
+
+/// Deletes the document (its chunks go with it, `ON DELETE CASCADE`) if the
+/// rights allow it now: the condition is in the statement, so a review that
+/// commits first (the document is no longer pending) or another delete wins
+/// cleanly, and exactly one delete reports the row.
+pub async fn delete(c: Conn<'_>, id: Uuid, rights: DeleteRights) -> Result<Option<Document>> {
+    let sql = concat!(
+        "DELETE FROM documents WHERE id = $1 \
+         AND ($2 OR ($3 AND owner_id = $4 AND status = 'pending')) RETURNING ",
+        columns!()
+    );
+    Ok(on_dialect!(c, c => sqlx::query_as(sql)
+        .bind(id)
+        .bind(rights.any)
+        .bind(rights.own_pending)
+        .bind(rights.caller)
+        .fetch_optional(c)
+        .await?))
 }

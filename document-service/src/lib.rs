@@ -85,6 +85,7 @@ pub async fn serve(
         db.clone(),
         config.clock.clone(),
         server.max_concurrent_requests,
+        server.streams(),
     );
     shared::metrics::METRICS.watch_pool("document-service", &db);
 

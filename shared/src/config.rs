@@ -41,6 +41,26 @@ pub struct ServerConfig {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
 
+    /// Streaming RPCs (downloads, uploads, health Watch, reflection) in
+    /// flight per service. They have a budget of their own, apart from
+    /// MAX_CONCURRENT_REQUESTS, so idle streams can never starve unary calls.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMING_CALLS", default_value_t = 256)]
+    pub max_concurrent_streaming_calls: usize,
+
+    /// Streaming RPCs in flight per client connection.
+    #[arg(long, env = "MAX_STREAMING_CALLS_PER_CONNECTION", default_value_t = 16)]
+    pub max_streaming_calls_per_connection: usize,
+
+    /// A streamed response that the client does not read for this long
+    /// (flow control closed) is ended and its slot freed.
+    #[arg(long, env = "STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// The longest a streamed response lives; then it ends with UNAVAILABLE
+    /// and the client reconnects (as gRPC's max connection age does).
+    #[arg(long, env = "STREAM_MAX_LIFETIME", default_value = "30m", value_parser = duration)]
+    pub stream_max_lifetime: Duration,
+
     /// Longest an RPC may run (a shorter `grpc-timeout` from the caller wins).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub request_timeout: Duration,
@@ -56,6 +76,19 @@ pub struct ServerConfig {
     /// How long a request waits for a database connection before UNAVAILABLE.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
     pub db_acquire_timeout: Duration,
+
+    /// PostgreSQL: the longest one statement may run (`statement_timeout`).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub db_statement_timeout: Duration,
+
+    /// PostgreSQL: the longest a statement waits for a lock (`lock_timeout`).
+    #[arg(long, env = "DB_LOCK_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub db_lock_timeout: Duration,
+
+    /// PostgreSQL: the longest a transaction may sit idle
+    /// (`idle_in_transaction_session_timeout`).
+    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub db_idle_in_transaction_timeout: Duration,
 
     /// How often health checks the database (and document-service auth-service).
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = duration)]
@@ -89,6 +122,29 @@ pub struct ServerConfig {
     /// `text` or `json` (one object per line).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl ServerConfig {
+    /// The streaming calls' budget and time bounds.
+    pub fn streams(&self) -> crate::layer::streams::StreamConfig {
+        crate::layer::streams::StreamConfig {
+            per_service: self.max_concurrent_streaming_calls,
+            per_connection: self.max_streaming_calls_per_connection,
+            idle_timeout: self.stream_idle_timeout,
+            max_lifetime: self.stream_max_lifetime,
+        }
+    }
+
+    /// The pool settings of a service with `max_connections`.
+    pub fn pool(&self, max_connections: u32) -> crate::db::PoolConfig {
+        crate::db::PoolConfig {
+            max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
+            lock_timeout: self.db_lock_timeout,
+            idle_in_transaction_timeout: self.db_idle_in_transaction_timeout,
+        }
+    }
 }
 
 #[derive(Parser)]

@@ -46,6 +46,16 @@ pub type Tx = Dialect<Transaction<'static, Sqlite>, Transaction<'static, Postgre
 /// take, so one function serves both reads and writes.
 pub type Conn<'a> = Dialect<&'a mut sqlx::SqliteConnection, &'a mut sqlx::PgConnection>;
 
+impl Conn<'_> {
+    /// A shorter borrow of the same connection, for one more statement.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Dialect::Sqlite(c) => Dialect::Sqlite(&mut **c),
+            Dialect::Postgres(c) => Dialect::Postgres(&mut **c),
+        }
+    }
+}
+
 /// A connection checked out of a pool.
 pub type Pooled = Dialect<PoolConnection<Sqlite>, PoolConnection<Postgres>>;
 
@@ -74,6 +84,13 @@ pub struct PoolConfig {
     pub max_connections: u32,
     /// How long a request waits for a connection before it answers UNAVAILABLE.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: the longest one statement may run.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: the longest a statement may wait for a lock.
+    pub lock_timeout: Duration,
+    /// PostgreSQL: the longest a transaction may sit idle before the server
+    /// ends its session.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -81,6 +98,9 @@ impl Default for PoolConfig {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -100,7 +120,20 @@ impl Db {
     /// SQLite file and its folder when missing.
     pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(Error::internal)?;
+            // Set on every pooled connection at its start: a stuck lock or
+            // query ends (as UNAVAILABLE, see `error`) instead of holding a
+            // connection and its caller forever.
+            let millis = |d: Duration| d.as_millis().max(1).to_string();
+            let options = PgConnectOptions::from_str(url)
+                .map_err(Error::internal)?
+                .options([
+                    ("statement_timeout", millis(pool.statement_timeout)),
+                    ("lock_timeout", millis(pool.lock_timeout)),
+                    (
+                        "idle_in_transaction_session_timeout",
+                        millis(pool.idle_in_transaction_timeout),
+                    ),
+                ]);
             let pool = PgPoolOptions::new()
                 .max_connections(pool.max_connections)
                 .acquire_timeout(pool.acquire_timeout)
@@ -169,6 +202,22 @@ impl Db {
         })
     }
 
+    /// A read-only transaction whose statements all see one snapshot
+    /// (REPEATABLE READ on PostgreSQL; on SQLite a WAL read transaction),
+    /// for reads that must agree with each other while writes go on.
+    pub async fn snapshot(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite { reader, .. } => Dialect::Sqlite(reader.begin().await?),
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                Dialect::Postgres(tx)
+            }
+        })
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
             Db::Sqlite { writer, .. } => Dialect::Sqlite(writer.begin().await?),
@@ -223,7 +272,37 @@ impl Db {
     }
 }
 
+/// What a start-up write serialises on, when replicas start together.
+#[derive(Debug, Clone, Copy)]
+pub enum StartupLock {
+    SigningKeys = 1,
+    BootstrapAdmin = 2,
+}
+
 impl Tx {
+    /// Holds the start-up lock `which` until this transaction ends, so that
+    /// of replicas starting at the same moment one writes and the others
+    /// read what it wrote: a PostgreSQL advisory lock; on SQLite, a write
+    /// that takes the database's write lock at once.
+    pub async fn lock_startup(&mut self, which: StartupLock) -> Result<()> {
+        // Advisory-lock keys of docverify: 0x6476 ("dv") in the high bits.
+        let key = 0x6476_0000_i64 | which as i64;
+        match self {
+            Dialect::Sqlite(t) => {
+                sqlx::query("UPDATE service_secrets SET name = name WHERE 0 = 1")
+                    .execute(&mut **t)
+                    .await?;
+            }
+            Dialect::Postgres(t) => {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(key)
+                    .execute(&mut **t)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             Dialect::Sqlite(t) => Dialect::Sqlite(&mut **t),

@@ -48,6 +48,20 @@ pub enum Error {
         reason: &'static str,
         message: &'static str,
     },
+    /// ABORTED: a concurrent change got in the way (a document deleted
+    /// during its download); retrying the whole operation may work.
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// DEADLINE_EXCEEDED: a bound on time ran out (a stream the client
+    /// stopped reading).
+    #[error("{message}")]
+    DeadlineExceeded {
+        reason: &'static str,
+        message: &'static str,
+    },
     /// INVALID_ARGUMENT with one `BadRequest` field violation per bad field.
     #[error("invalid argument: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
@@ -99,6 +113,8 @@ impl Error {
             Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::Aborted { .. } => Code::Aborted,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
@@ -113,6 +129,8 @@ impl Error {
             | Self::PermissionDenied { reason, .. }
             | Self::AlreadyExists { reason, .. }
             | Self::FailedPrecondition { reason, .. }
+            | Self::Aborted { reason, .. }
+            | Self::DeadlineExceeded { reason, .. }
             | Self::ResourceExhausted { reason, .. } => reason,
             Self::NotFound { .. } => "NOT_FOUND",
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
@@ -185,12 +203,17 @@ fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
             .parse::<i64>()
             .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 14));
     }
-    // 55000: the database refuses connections for now; 3D000: it is gone.
+    // 55000: the database refuses connections for now; 3D000: it is gone;
+    // 57014: statement_timeout; 55P03: lock_timeout; 25P03: the session sat
+    // idle in a transaction too long; 40001 and 40P01: a serialisation
+    // failure or deadlock, which a retry resolves.
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("57P0")
-        || code == "55000"
-        || code == "3D000"
+        || matches!(
+            code.as_ref(),
+            "55000" | "3D000" | "57014" | "55P03" | "25P03" | "40001" | "40P01"
+        )
 }
 
 #[cfg(test)]

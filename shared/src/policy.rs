@@ -224,17 +224,48 @@ pub const METHODS: &[(&str, &str, Access)] = &[
     ),
 ];
 
-static BY_PATH: LazyLock<HashMap<String, Access>> = LazyLock::new(|| {
+/// What the layer knows of one method of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method {
+    /// `/package.Service/Method`: also the method's metrics label, so that
+    /// labels are bounded by this table, whatever paths callers send.
+    pub path: &'static str,
+    pub access: Access,
+    /// Whether either side streams (read from the served descriptors): such
+    /// calls have a budget of their own in the layer.
+    pub streaming: bool,
+}
+
+/// The label of every path that is not in the table.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+static BY_PATH: LazyLock<HashMap<String, (Access, bool)>> = LazyLock::new(|| {
+    let streaming = streaming_methods();
     METHODS
         .iter()
-        .map(|(service, method, access)| (format!("{service}{method}"), *access))
+        .map(|(service, method, access)| {
+            let path = format!("{service}{method}");
+            let streams = streaming.contains(&path);
+            (path, (*access, streams))
+        })
         .collect()
 });
 
-/// What the method at `path` (`/package.Service/Method`) requires; `None`
-/// means it is not in the table and must be refused.
+/// The method at `path` (`/package.Service/Method`); `None` means it is not
+/// in the table and must be refused.
+pub fn method(path: &str) -> Option<Method> {
+    BY_PATH
+        .get_key_value(path)
+        .map(|(path, (access, streaming))| Method {
+            path: path.as_str(),
+            access: *access,
+            streaming: *streaming,
+        })
+}
+
+/// What the method at `path` requires; `None` means refused.
 pub fn access(path: &str) -> Option<Access> {
-    BY_PATH.get(path).copied()
+    method(path).map(|m| m.access)
 }
 
 impl Access {
@@ -246,9 +277,9 @@ impl Access {
     }
 }
 
-/// Every RPC that both servers expose, as `/package.Service/Method`, read
-/// from the descriptor sets they serve (ours, health and reflection).
-pub fn served_methods() -> Vec<String> {
+/// The methods of the descriptor sets both servers serve (ours, health and
+/// reflection), as `/package.Service/Method` with whether either side streams.
+fn descriptor_methods() -> Vec<(String, bool)> {
     use prost::Message;
     [
         crate::proto::FILE_DESCRIPTOR_SET,
@@ -263,13 +294,25 @@ pub fn served_methods() -> Vec<String> {
         let package = file.package().to_owned();
         file.service.into_iter().flat_map(move |service| {
             let prefix = format!("/{package}.{}/", service.name());
-            service
-                .method
-                .into_iter()
-                .map(move |m| format!("{prefix}{}", m.name()))
+            service.method.into_iter().map(move |m| {
+                let streams = m.client_streaming() || m.server_streaming();
+                (format!("{prefix}{}", m.name()), streams)
+            })
         })
     })
     .collect()
+}
+
+/// Every RPC that both servers expose, as `/package.Service/Method`.
+pub fn served_methods() -> Vec<String> {
+    descriptor_methods().into_iter().map(|(path, _)| path).collect()
+}
+
+fn streaming_methods() -> std::collections::HashSet<String> {
+    descriptor_methods()
+        .into_iter()
+        .filter_map(|(path, streams)| streams.then_some(path))
+        .collect()
 }
 
 #[cfg(test)]
@@ -332,5 +375,28 @@ mod tests {
                 .all(|p| Role::Admin.permissions().contains(*p))
         );
         assert_eq!(access("/docverify.auth.v1.AuthService/Nope"), None);
+    }
+
+    #[test]
+    fn streaming_methods_are_known_as_such() {
+        let streams = |path: &str| method(path).map(|m| m.streaming);
+        assert_eq!(streams("/grpc.health.v1.Health/Watch"), Some(true));
+        assert_eq!(streams("/grpc.health.v1.Health/Check"), Some(false));
+        assert_eq!(
+            streams("/docverify.document.v1.DocumentService/DownloadDocument"),
+            Some(true)
+        );
+        assert_eq!(
+            streams("/docverify.document.v1.DocumentService/UploadDocument"),
+            Some(true)
+        );
+        assert_eq!(
+            streams("/docverify.document.v1.DocumentService/GetDocument"),
+            Some(false)
+        );
+        assert_eq!(
+            method("/docverify.auth.v1.AuthService/Login").map(|m| m.path),
+            Some("/docverify.auth.v1.AuthService/Login")
+        );
     }
 }

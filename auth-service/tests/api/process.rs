@@ -260,40 +260,71 @@ async fn grpc_web_over_http1_with_cors() {
 async fn load_is_shed_and_messages_are_bounded() {
     let running = start(&[
         ("MAX_CONCURRENT_REQUESTS", "1".into()),
+        ("MAX_STREAMING_CALLS_PER_CONNECTION", "1".into()),
         ("MAX_MESSAGE_BYTES", "1024".into()),
     ])
     .await;
-    // A reflection stream left open holds the one slot.
+    // A reflection stream left open takes the connection's one streaming
+    // slot, and no unary slot: unary calls still run.
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(1);
-    let mut reflection = ServerReflectionClient::new(running.channel.clone());
-    let open = reflection
-        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
-    let mut auth = AuthServiceClient::new(running.channel.clone());
-    let shed = auth.list_signing_keys(pb::ListSigningKeysRequest {}).await;
-    let status = assert_error(shed, Code::ResourceExhausted, "OVERLOADED");
+    let open_stream = || {
+        let mut reflection = ServerReflectionClient::new(running.channel.clone());
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(1);
+            let opened = reflection
+                .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            (tx, opened)
+        }
+    };
+    let (tx, open) = open_stream().await;
+    let open = open.unwrap();
+    let (_tx2, second) = open_stream().await;
+    let status = assert_error(second, Code::ResourceExhausted, "TOO_MANY_STREAMS");
     use tonic_types::StatusExt;
     assert!(status.get_error_details().retry_info().is_some());
+    let mut auth = AuthServiceClient::new(running.channel.clone());
+    auth.list_signing_keys(pb::ListSigningKeysRequest {})
+        .await
+        .expect("an open stream holds no unary slot");
     drop(tx);
     drop(open);
-    // The slot frees when the stream ends.
-    let mut ok = false;
+    // The streaming slot frees when the stream ends.
+    let mut reopened = false;
     for _ in 0..100 {
-        if auth
-            .list_signing_keys(pb::ListSigningKeysRequest {})
-            .await
-            .is_ok()
-        {
-            ok = true;
+        if open_stream().await.1.is_ok() {
+            reopened = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(ok, "the slot came back");
+    assert!(reopened, "the streaming slot came back");
+
+    // Unary calls beyond the one slot are shed at once: a burst of
+    // registrations (each a strength check and a hash) overlaps.
+    let burst = (0..16).map(|i| {
+        let mut auth = auth.clone();
+        async move {
+            auth.register(pb::RegisterRequest {
+                email: format!("burst{i}@example.com"),
+                password: PASSWORD.into(),
+                display_name: "B".into(),
+            })
+            .await
+        }
+    });
+    let results = concurrently(burst).await;
+    let shed: Vec<_> = results
+        .into_iter()
+        .filter_map(Result::err)
+        .filter(|s| s.code() == Code::ResourceExhausted)
+        .collect();
+    assert!(!shed.is_empty(), "some of 16 overlapping calls were shed");
+    for status in &shed {
+        assert!(status.get_error_details().retry_info().is_some());
+    }
 
     let big = auth
         .register(pb::RegisterRequest {

@@ -1,41 +1,51 @@
 //! The one tower layer in front of every RPC of both services.
 //!
 //! For each request: take the caller's `x-request-id` (when sane) or make
-//! one; open the RPC's span; shed load beyond the configured number of RPCs
-//! in flight (RESOURCE_EXHAUSTED at once, never an unbounded queue); look the
-//! method path up in the policy table (missing means refused); for
+//! one; open the RPC's span; admit it into its budget (unary calls beyond the
+//! configured number in flight, and streaming calls beyond theirs, see
+//! [`streams`], are refused at once with RESOURCE_EXHAUSTED, never queued);
+//! look the method path up in the policy table (missing means refused); for
 //! non-public methods verify the bearer token, put the [`Identity`] in the
 //! request extensions and check the permission (a refusal is
-//! PERMISSION_DENIED plus an `authz.denied` audit event). The response gets
-//! the request id; when its last frame is sent, the status code and latency
-//! go to the span and the metrics.
+//! PERMISSION_DENIED plus an `authz.denied` audit event, bounded per caller by
+//! [`denials`]). The response gets the request id; when its last frame is
+//! sent, the status code and latency go to the span and the metrics, labelled
+//! by the policy table's method name (every other path is `unknown`, so junk
+//! paths cannot grow the metrics).
 //!
 //! Interceptors cannot see the method path, hence a layer.
 
+mod body;
+pub mod denials;
+pub mod streams;
+
 use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, ready},
-    time::{Duration, Instant},
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+    time::Duration,
 };
 
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use self::{
+    body::{Finish, Observed, Watched, grpc_status},
+    denials::{DENIAL_WINDOW, Denials},
+    streams::{StreamBudget, StreamConfig},
+};
 use crate::{
-    audit::{self, Actor, Event, Outcome},
+    audit::{self, Event},
     clock::Clock,
     db::Db,
     error::Error,
     identity::{Identity, REQUEST_ID, RequestContext},
-    metrics::{CallLabels, METRICS, MethodLabels, ServiceLabels},
-    policy::{self, Access},
+    metrics::{METRICS, ServiceLabels},
+    policy::{self, Access, UNKNOWN_METHOD},
     verifier::{BoxFuture, TokenVerifier},
 };
 
@@ -55,6 +65,8 @@ struct Shared {
     db: Db,
     clock: Clock,
     in_flight: Arc<Semaphore>,
+    streams: StreamBudget,
+    denials: Denials,
     /// This service's in-flight gauge, looked up once rather than per RPC.
     in_flight_gauge: Gauge,
 }
@@ -69,28 +81,51 @@ impl std::fmt::Debug for RpcLayer {
 
 impl RpcLayer {
     /// `service` labels logs and metrics; `db` receives the `authz.denied`
-    /// events; at most `max_in_flight` RPCs run at once.
+    /// events; at most `max_in_flight` unary RPCs run at once, and streaming
+    /// ones within `streams`. Starts the task that writes the denial
+    /// windows' summaries (it ends with the layer).
     pub fn new(
         service: &'static str,
         verifier: Arc<dyn TokenVerifier>,
         db: Db,
         clock: Clock,
         max_in_flight: usize,
+        streams: StreamConfig,
     ) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                service,
-                verifier,
-                db,
-                clock,
-                in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
-                in_flight_gauge: METRICS
-                    .in_flight
-                    .get_or_create(&ServiceLabels {
-                        service: service.to_owned(),
-                    })
-                    .clone(),
-            }),
+        let shared = Arc::new(Shared {
+            service,
+            verifier,
+            db,
+            clock,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            streams: StreamBudget::new(streams),
+            denials: Denials::default(),
+            in_flight_gauge: METRICS
+                .in_flight
+                .get_or_create(&ServiceLabels {
+                    service: service.to_owned(),
+                })
+                .clone(),
+        });
+        tokio::spawn(flush_denials(Arc::downgrade(&shared)));
+        Self { shared }
+    }
+}
+
+/// Writes the summaries of denial windows that ended, until the layer is gone.
+async fn flush_denials(shared: Weak<Shared>) {
+    let ctx = RequestContext {
+        request_id: "authz-denied-windows".to_owned(),
+        client_addr: None,
+    };
+    loop {
+        tokio::time::sleep(DENIAL_WINDOW / 6).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = shared.clock.now();
+        for event in shared.denials.expired(now) {
+            shared.write_denial(&ctx, event).await;
         }
     }
 }
@@ -138,18 +173,20 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         let request_id = request_id(req.headers());
-        let method: Arc<str> = req.uri().path().into();
+        let method = policy::method(req.uri().path());
+        let label = method.map_or(UNKNOWN_METHOD, |m| m.path);
+        let peer = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
         let ctx = RequestContext {
             request_id: request_id.clone(),
-            client_addr: req
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr),
+            client_addr: peer,
         };
         let span = tracing::info_span!(
             "rpc",
             service = shared.service,
-            method = %method,
+            method = %req.uri().path(),
             request_id = %request_id,
             user_id = tracing::field::Empty,
             code = tracing::field::Empty,
@@ -159,21 +196,18 @@ where
         let fut = async move {
             let mut finish = Finish::start(
                 shared.service,
-                method,
+                label,
                 shared.in_flight_gauge.clone(),
                 tracing::Span::current(),
             );
             let header = HeaderValue::from_str(&request_id).ok();
-            let admitted = match shared.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    finish.permit = Some(permit);
-                    shared.authorize(&mut req, &ctx).await
+            let streaming = method.is_some_and(|m| m.streaming);
+            let admitted = match shared.admit(method, peer) {
+                Ok(slot) => {
+                    finish.slot = Some(slot);
+                    shared.authorize(&mut req, &ctx, label).await
                 }
-                Err(_) => Err(Error::ResourceExhausted {
-                    reason: "OVERLOADED",
-                    message: "the service is at capacity; retry shortly",
-                    retry_after: Some(SHED_RETRY),
-                }),
+                Err(refused) => Err(refused),
             };
             let response = match admitted {
                 Ok(()) => {
@@ -191,23 +225,61 @@ where
                 finish.done(code);
                 return Ok(Response::from_parts(parts, body));
             }
-            Ok(Response::from_parts(
-                parts,
+            let body = if streaming {
+                let limits = &shared.streams.config;
+                Body::new(Watched::new(
+                    body,
+                    finish,
+                    request_id,
+                    limits.idle_timeout,
+                    limits.max_lifetime,
+                ))
+            } else {
                 Body::new(Observed {
                     inner: body,
                     finish: Some(finish),
-                }),
-            ))
+                })
+            };
+            Ok(Response::from_parts(parts, body))
         };
         // Errors built anywhere below name the request id.
         Box::pin(REQUEST_ID.scope(scoped_id, fut).instrument(span))
     }
 }
 
+/// How long a shed caller is told to wait.
+const OVERLOADED: Error = Error::ResourceExhausted {
+    reason: "OVERLOADED",
+    message: "the service is at capacity; retry shortly",
+    retry_after: Some(SHED_RETRY),
+};
+
 impl Shared {
-    async fn authorize(&self, req: &mut Request<Body>, ctx: &RequestContext) -> Result<(), Error> {
-        let path = req.uri().path();
-        let access = policy::access(path).ok_or(Error::PermissionDenied {
+    /// A slot in the budget the call belongs to: streaming calls in theirs
+    /// (public and authenticated apart), everything else in the unary one.
+    fn admit(
+        &self,
+        method: Option<policy::Method>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Box<dyn Send + Sync>, Error> {
+        match method {
+            Some(m) if m.streaming => Ok(Box::new(
+                self.streams.admit(m.access == Access::Public, peer)?,
+            )),
+            _ => match self.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Ok(Box::new(permit)),
+                Err(_) => Err(OVERLOADED),
+            },
+        }
+    }
+
+    async fn authorize(
+        &self,
+        req: &mut Request<Body>,
+        ctx: &RequestContext,
+        method: &'static str,
+    ) -> Result<(), Error> {
+        let access = policy::access(req.uri().path()).ok_or(Error::PermissionDenied {
             reason: "METHOD_NOT_ALLOWED",
             message: "this method is not open to any caller",
         })?;
@@ -224,7 +296,7 @@ impl Shared {
             .await?;
         tracing::Span::current().record("user_id", tracing::field::display(identity.user_id));
         if !access.allows(identity.permissions()) {
-            self.record_denial(&identity, path, ctx).await;
+            self.record_denial(&identity, method, ctx).await;
             return Err(Error::PermissionDenied {
                 reason: "PERMISSION_DENIED",
                 message: "your roles do not allow this method",
@@ -234,131 +306,19 @@ impl Shared {
         Ok(())
     }
 
-    async fn record_denial(&self, identity: &Identity, path: &str, ctx: &RequestContext) {
-        let event = Event::new("authz.denied", Actor::from(identity), "method", path)
-            .outcome(Outcome::Denied)
-            .details(serde_json::json!({ "method": path }));
+    async fn record_denial(&self, identity: &Identity, method: &'static str, ctx: &RequestContext) {
+        let now = self.clock.now();
+        for event in self.denials.note(identity, method, &ctx.request_id, now) {
+            self.write_denial(ctx, event).await;
+        }
+    }
+
+    async fn write_denial(&self, ctx: &RequestContext, event: Event) {
         // The caller is refused either way; a lost audit row is logged loudly.
         if let Err(e) = audit::record(&self.db, ctx, self.clock.now(), event).await {
             tracing::error!(error = %e, "could not record authz.denied");
         }
     }
-}
-
-/// Records the end of one RPC: code and latency into its span and the
-/// metrics, once; releases its in-flight slot.
-struct Finish {
-    service: &'static str,
-    in_flight: Gauge,
-    method: Arc<str>,
-    span: tracing::Span,
-    started: Instant,
-    permit: Option<OwnedSemaphorePermit>,
-    recorded: bool,
-}
-
-impl Finish {
-    fn start(
-        service: &'static str,
-        method: Arc<str>,
-        in_flight: Gauge,
-        span: tracing::Span,
-    ) -> Self {
-        in_flight.inc();
-        Self {
-            service,
-            in_flight,
-            method,
-            span,
-            started: Instant::now(),
-            permit: None,
-            recorded: false,
-        }
-    }
-
-    fn done(&mut self, code: tonic::Code) {
-        if std::mem::replace(&mut self.recorded, true) {
-            return;
-        }
-        let elapsed = self.started.elapsed();
-        let code_name = format!("{code:?}");
-        self.span.record("code", code_name.as_str());
-        self.span
-            .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
-        METRICS
-            .requests
-            .get_or_create(&CallLabels {
-                service: self.service.to_owned(),
-                method: self.method.to_string(),
-                code: code_name,
-            })
-            .inc();
-        METRICS
-            .latency
-            .get_or_create(&MethodLabels {
-                service: self.service.to_owned(),
-                method: self.method.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.in_flight.dec();
-        self.permit = None;
-        let _entered = self.span.enter();
-        tracing::debug!(
-            ?code,
-            latency_us = elapsed.as_micros() as u64,
-            "rpc finished"
-        );
-    }
-}
-
-impl Drop for Finish {
-    fn drop(&mut self) {
-        // The body was dropped before its trailers: the client went away.
-        self.done(tonic::Code::Cancelled);
-    }
-}
-
-/// A response body that reports the status from the trailers when the last
-/// frame passes.
-struct Observed {
-    inner: Body,
-    finish: Option<Finish>,
-}
-
-impl http_body::Body for Observed {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        let code = match &frame {
-            Some(Ok(f)) => f
-                .trailers_ref()
-                .map(|t| grpc_status(t).unwrap_or(tonic::Code::Unknown)),
-            Some(Err(status)) => Some(status.code()),
-            None => Some(tonic::Code::Ok),
-        };
-        if let (Some(code), Some(mut finish)) = (code, code.and_then(|_| self.finish.take())) {
-            finish.done(code);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
-    Some(tonic::Code::from_i32(value.parse().ok()?))
 }
 
 /// The caller's deadline (`grpc-timeout`: an integer and a unit, H M S m u n).

@@ -1,0 +1,296 @@
+//! Response bodies that report how an RPC ended, and for streams, bound how
+//! long it may go on.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex, Weak},
+    task::{Context, Poll, Waker, ready},
+    time::{Duration, Instant},
+};
+
+use http::HeaderMap;
+use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
+use tonic::body::Body;
+
+use crate::{
+    error::Error,
+    identity::REQUEST_ID,
+    metrics::{CallLabels, METRICS, MethodLabels},
+};
+
+/// Records the end of one RPC: code and latency into its span and the
+/// metrics, once; releases its slot (unary or streaming).
+pub(super) struct Finish {
+    pub(super) service: &'static str,
+    pub(super) in_flight: Gauge,
+    /// The policy table's path, or `unknown`: labels stay bounded.
+    pub(super) method: &'static str,
+    pub(super) span: tracing::Span,
+    pub(super) started: Instant,
+    pub(super) slot: Option<Box<dyn Send + Sync>>,
+    pub(super) recorded: bool,
+}
+
+impl Finish {
+    pub(super) fn start(
+        service: &'static str,
+        method: &'static str,
+        in_flight: Gauge,
+        span: tracing::Span,
+    ) -> Self {
+        in_flight.inc();
+        Self {
+            service,
+            in_flight,
+            method,
+            span,
+            started: Instant::now(),
+            slot: None,
+            recorded: false,
+        }
+    }
+
+    pub(super) fn done(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let code_name = format!("{code:?}");
+        self.span.record("code", code_name.as_str());
+        self.span
+            .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+        METRICS
+            .requests
+            .get_or_create(&CallLabels {
+                service: self.service.to_owned(),
+                method: self.method.to_owned(),
+                code: code_name,
+            })
+            .inc();
+        METRICS
+            .latency
+            .get_or_create(&MethodLabels {
+                service: self.service.to_owned(),
+                method: self.method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.in_flight.dec();
+        self.slot = None;
+        let _entered = self.span.enter();
+        tracing::debug!(
+            ?code,
+            latency_us = elapsed.as_micros() as u64,
+            "rpc finished"
+        );
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // The body was dropped before its trailers: the client went away.
+        self.done(tonic::Code::Cancelled);
+    }
+}
+
+pub(super) fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    Some(tonic::Code::from_i32(value.parse().ok()?))
+}
+
+/// The code a frame ends the RPC with, if it ends it.
+fn ending(frame: &Option<Result<Frame<bytes::Bytes>, tonic::Status>>) -> Option<tonic::Code> {
+    match frame {
+        Some(Ok(f)) => f
+            .trailers_ref()
+            .map(|t| grpc_status(t).unwrap_or(tonic::Code::Unknown)),
+        Some(Err(status)) => Some(status.code()),
+        None => Some(tonic::Code::Ok),
+    }
+}
+
+/// A unary response body that reports the status from the trailers when the
+/// last frame passes.
+pub(super) struct Observed {
+    pub(super) inner: Body,
+    pub(super) finish: Option<Finish>,
+}
+
+impl http_body::Body for Observed {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(code) = ending(&frame)
+            && let Some(mut finish) = self.finish.take()
+        {
+            finish.done(code);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A streamed response with a stall timeout and a total lifetime.
+///
+/// hyper polls a response body only when the client's flow-control window
+/// has room, so a client that stops reading is seen from here as a frame
+/// handed over and no poll since. A watchdog task checks that (and the
+/// lifetime) whatever hyper does: when either runs out it drops the inner
+/// stream (its buffered chunks, its database reader), records the end and
+/// frees the slot, and the client gets DEADLINE_EXCEEDED in the trailers if
+/// it ever reads again.
+pub(super) struct Watched {
+    state: Arc<Mutex<WatchState>>,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+struct WatchState {
+    inner: Option<Body>,
+    finish: Option<Finish>,
+    /// Why the watchdog ended the stream, for the trailers.
+    ended: Option<tonic::Status>,
+    /// When the last frame was handed to hyper, while no poll came since.
+    handed_over: Option<Instant>,
+    waker: Option<Waker>,
+    done: bool,
+}
+
+const STALLED: Error = Error::DeadlineExceeded {
+    reason: "STREAM_STALLED",
+    message: "the stream was not read for longer than the server's idle timeout",
+};
+const TOO_OLD: Error = Error::DeadlineExceeded {
+    reason: "STREAM_LIFETIME_EXCEEDED",
+    message: "the stream reached the server's maximum lifetime; open a new one",
+};
+
+impl Watched {
+    pub(super) fn new(
+        inner: Body,
+        finish: Finish,
+        request_id: String,
+        idle: Duration,
+        lifetime: Duration,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(WatchState {
+            inner: Some(inner),
+            finish: Some(finish),
+            ended: None,
+            handed_over: None,
+            waker: None,
+            done: false,
+        }));
+        let watchdog = tokio::spawn(watch(
+            Arc::downgrade(&state),
+            request_id,
+            idle,
+            lifetime,
+        ));
+        Self { state, watchdog }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
+async fn watch(
+    state: Weak<Mutex<WatchState>>,
+    request_id: String,
+    idle: Duration,
+    lifetime: Duration,
+) {
+    let started = Instant::now();
+    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick.min(lifetime)).await;
+        let Some(state) = state.upgrade() else { return };
+        let Ok(mut s) = state.lock() else { return };
+        if s.done {
+            return;
+        }
+        let why = if started.elapsed() >= lifetime {
+            TOO_OLD
+        } else if s.handed_over.is_some_and(|t| t.elapsed() >= idle) {
+            STALLED
+        } else {
+            continue;
+        };
+        let status = REQUEST_ID.sync_scope(request_id, || tonic::Status::from(why));
+        let code = status.code();
+        let inner = s.inner.take();
+        let finish = s.finish.take();
+        let waker = s.waker.take();
+        s.ended = Some(status);
+        drop(s);
+        drop(inner);
+        if let Some(mut finish) = finish {
+            finish.done(code);
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        return;
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let Ok(mut s) = self.state.lock() else {
+            return Poll::Ready(None);
+        };
+        s.handed_over = None;
+        if let Some(status) = s.ended.take() {
+            s.done = true;
+            let mut trailers = status.into_http::<()>().into_parts().0.headers;
+            trailers.remove(http::header::CONTENT_TYPE);
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        let Some(inner) = s.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) else {
+            s.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        if let Some(code) = ending(&frame) {
+            s.done = true;
+            if let Some(mut finish) = s.finish.take() {
+                finish.done(code);
+            }
+        } else {
+            s.handed_over = Some(Instant::now());
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state.lock().map_or(true, |s| {
+            s.done || s.inner.as_ref().is_some_and(http_body::Body::is_end_stream)
+        })
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
