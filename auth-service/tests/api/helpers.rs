@@ -241,3 +241,30 @@ impl Drop for TestApp {
         }
     }
 }
+
+pub async fn refresh(app: &TestApp, token: &str) -> Result<pb::RefreshTokenResponse, Status> {
+    app.auth()
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: token.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub async fn set_roles(
+    app: &TestApp,
+    token: &str,
+    user_id: &str,
+    roles: &[&str],
+) -> Result<pb::User, Status> {
+    app.users()
+        .set_user_roles(bearer(
+            pb::SetUserRolesRequest {
+                user_id: user_id.to_owned(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner().user.unwrap())
+}

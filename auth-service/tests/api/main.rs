@@ -7,6 +7,7 @@ mod audit;
 mod helpers;
 mod login;
 mod process;
+mod races;
 mod register;
 mod sessions;
 mod tokens;

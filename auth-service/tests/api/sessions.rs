@@ -3,15 +3,6 @@ use tonic::Code;
 use crate::helpers::*;
 use shared::proto::auth::v1 as pb;
 
-async fn refresh(app: &TestApp, token: &str) -> Result<pb::RefreshTokenResponse, tonic::Status> {
-    app.auth()
-        .refresh_token(pb::RefreshTokenRequest {
-            refresh_token: token.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
     let app = spawn_app().await;

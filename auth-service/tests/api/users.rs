@@ -4,24 +4,6 @@ use tonic::Code;
 use crate::helpers::*;
 use shared::proto::auth::v1 as pb;
 
-async fn set_roles(
-    app: &TestApp,
-    token: &str,
-    user_id: &str,
-    roles: &[&str],
-) -> Result<pb::User, tonic::Status> {
-    app.users()
-        .set_user_roles(bearer(
-            pb::SetUserRolesRequest {
-                user_id: user_id.to_owned(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-            },
-            token,
-        ))
-        .await
-        .map(|r| r.into_inner().user.unwrap())
-}
-
 #[tokio::test]
 async fn admin_changes_roles_and_the_change_is_audited() {
     let app = spawn_app().await;
