@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step fails the test
 
 mod audit;
+mod exhaustion;
 mod helpers;
 mod login;
 mod process;
