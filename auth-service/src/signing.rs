@@ -65,7 +65,8 @@ pub struct SigningKeys {
     loaded: RwLock<Arc<Loaded>>,
     /// Keys from the database are reloaded; configured files are fixed.
     db: Option<Db>,
-    last_reload: Mutex<Instant>,
+    /// When a token's unknown `kid` last made us reload.
+    last_unknown_kid: Mutex<Option<Instant>>,
 }
 
 /// A token naming an unknown `kid` reloads the keys at most this often, so
@@ -105,7 +106,7 @@ impl SigningKeys {
         Ok(Self {
             loaded: RwLock::new(Arc::new(Loaded::new(keys))),
             db,
-            last_reload: Mutex::new(Instant::now()),
+            last_unknown_kid: Mutex::new(None),
         })
     }
 
@@ -119,9 +120,6 @@ impl SigningKeys {
     /// Reads the stored keys again (a no-op for configured files).
     pub async fn reload(&self) -> Result<()> {
         let Some(db) = &self.db else { return Ok(()) };
-        if let Ok(mut last) = self.last_reload.lock() {
-            *last = Instant::now();
-        }
         let keys = read_keys(db).await?;
         if keys.is_empty() {
             return Err(Error::internal("the signing_keys table is empty"));
@@ -156,7 +154,7 @@ impl SigningKeys {
     pub async fn verify(&self, token: &str, now: Timestamp) -> Result<AccessClaims> {
         let loaded = self.current();
         match loaded.verify.verify(token, now) {
-            Err(TokenError::UnknownKey) if self.may_reload() => {
+            Err(TokenError::UnknownKey) if self.may_reload_for_unknown_kid() => {
                 if let Err(e) = self.reload().await {
                     tracing::warn!(error = %e, "reload for an unknown key id failed");
                 }
@@ -166,12 +164,16 @@ impl SigningKeys {
         }
     }
 
-    fn may_reload(&self) -> bool {
-        self.db.is_some()
-            && self
-                .last_reload
-                .lock()
-                .is_ok_and(|last| last.elapsed() >= UNKNOWN_KID_RELOAD)
+    /// At most one reload per [`UNKNOWN_KID_RELOAD`] for unknown `kid`s.
+    fn may_reload_for_unknown_kid(&self) -> bool {
+        let Ok(mut last) = self.last_unknown_kid.lock() else {
+            return false;
+        };
+        if self.db.is_none() || last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> Result<String> {

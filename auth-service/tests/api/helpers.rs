@@ -41,11 +41,18 @@ struct Args {
     config: auth_service::Config,
 }
 
+/// auth-service's documented defaults (the environment ignored).
+pub fn default_config() -> auth_service::Config {
+    Args::parse_from(["auth-service"]).config
+}
+
 /// A signing key the test knows, to craft tokens the service must judge.
 pub struct TestKey {
     pub kid: String,
     pub key: EncodingKey,
     pub pem: String,
+    /// PKCS#8 DER, as auth-service keeps generated keys.
+    pub der: Vec<u8>,
 }
 
 impl TestKey {
@@ -64,7 +71,7 @@ impl TestKey {
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
             STANDARD.encode(&der)
         );
-        Self { kid, key, pem }
+        Self { kid, key, pem, der }
     }
 }
 
@@ -103,7 +110,7 @@ async fn spawn(
     std::fs::write(&key_path, &key.pem).unwrap();
 
     let (clock, handle) = Clock::manual(time::OffsetDateTime::now_utc());
-    let mut config = Args::parse_from(["auth-service"]).config;
+    let mut config = default_config();
     config.database_url = db.url.clone();
     config.signing_key_files = vec![key_path];
     config.bootstrap_admin_email = Some(ADMIN_EMAIL.to_owned());

@@ -9,6 +9,7 @@ mod helpers;
 mod login;
 mod process;
 mod races;
+mod replicas;
 mod register;
 mod sessions;
 mod tokens;
