@@ -29,6 +29,7 @@ struct Args {
 }
 
 pub struct DocApp {
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
@@ -65,6 +66,7 @@ pub async fn spawn_docs(mut config: document_service::Config) -> DocApp {
     }));
     let channel = connect_when_ready(addr).await;
     DocApp {
+        addr,
         channel,
         db,
         stop: Some(stop),
@@ -73,6 +75,10 @@ pub async fn spawn_docs(mut config: document_service::Config) -> DocApp {
 }
 
 impl DocApp {
+    pub fn addr_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub fn documents(&self) -> DocumentServiceClient<Channel> {
         DocumentServiceClient::new(self.channel.clone())
     }

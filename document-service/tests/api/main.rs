@@ -10,6 +10,7 @@ mod faults;
 mod helpers;
 mod keys;
 mod process;
+mod races;
 pub mod rbac;
 mod reflection;
 mod story;
