@@ -200,8 +200,7 @@ pub async fn family_of(c: Conn<'_>, token: &str) -> Result<Option<(Uuid, Uuid)>>
 /// commits its successor before the tokens are revoked (and is seen by the
 /// second statement's fresh snapshot).
 pub async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timestamp) -> Result<u64> {
-    let family =
-        "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+    let family = "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
     let tokens =
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
     on_dialect!(c.reborrow(), c => sqlx::query(family).bind(family_id).bind(now).execute(c).await.map(|_| ())?);
@@ -215,7 +214,8 @@ pub async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timestamp) -> 
 pub async fn revoke_user(mut c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
     let families =
         "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
-    let tokens = "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    let tokens =
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
     on_dialect!(c.reborrow(), c => sqlx::query(families).bind(user_id).bind(now).execute(c).await.map(|_| ())?);
     Ok(
         on_dialect!(c, c => sqlx::query(tokens).bind(user_id).bind(now).execute(c).await?.rows_affected()),

@@ -105,8 +105,7 @@ pub async fn claim(db: &Db, ctx: &RequestContext, email: &str, now: Timestamp) -
                 refused = 0, refused_first_request = NULL, refused_last_request = NULL \
                 WHERE email = $1 AND version = $4 AND refused = $5";
     for _ in 0..MAX_RACES {
-        let row: Option<Row> =
-            on_dialect!(db.writer(), p => sqlx::query_as(SELECT).bind(email).fetch_optional(p).await?);
+        let row: Option<Row> = on_dialect!(db.writer(), p => sqlx::query_as(SELECT).bind(email).fetch_optional(p).await?);
         let Some(row) = row else {
             // First attempt for this email, or a reset raced us.
             on_dialect!(db.writer(), p => sqlx::query(ensure).bind(email).execute(p).await.map(|_| ())?);
@@ -160,7 +159,8 @@ pub async fn reset(tx: &mut Tx, ctx: &RequestContext, email: &str, now: Timestam
 /// Closes the audit record of lock windows that ended with nobody trying
 /// again (the next claim or a reset closes the others); run periodically.
 pub async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
-    let expired = "SELECT email FROM login_throttle WHERE refused > 0 AND locked_until <= $1 LIMIT 100";
+    let expired =
+        "SELECT email FROM login_throttle WHERE refused > 0 AND locked_until <= $1 LIMIT 100";
     let close = "UPDATE login_throttle SET refused = 0, refused_first_request = NULL, \
                  refused_last_request = NULL WHERE email = $1 AND version = $2 AND refused = $3";
     let emails: Vec<String> =
@@ -172,8 +172,7 @@ pub async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
     let mut closed = 0;
     for email in emails {
         let mut tx = db.begin().await?;
-        let row: Option<Row> =
-            on_dialect!(tx.conn(), c => sqlx::query_as(SELECT).bind(&email).fetch_optional(c).await?);
+        let row: Option<Row> = on_dialect!(tx.conn(), c => sqlx::query_as(SELECT).bind(&email).fetch_optional(c).await?);
         let Some(row) = row.filter(|r| r.locked_until.is_some_and(|u| u <= now)) else {
             continue;
         };

@@ -112,7 +112,11 @@ pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
 /// user reads.
 pub async fn lock(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
     let sqlite = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-    let postgres = concat!("SELECT ", columns!(), " FROM users WHERE id = $1 FOR UPDATE");
+    let postgres = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE id = $1 FOR UPDATE"
+    );
     Ok(match c {
         shared::db::Dialect::Sqlite(c) => sqlx::query_as(sqlite).bind(id).fetch_optional(c).await?,
         shared::db::Dialect::Postgres(c) => {

@@ -1,6 +1,7 @@
 //! `docverify.document.v1.DocumentService`.
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use shared::{
     Error, Result,
     audit::{self, Actor, Event},
@@ -12,7 +13,6 @@ use shared::{
     proto::document::v1::{self as pb, document_service_server::DocumentService},
     validate,
 };
-use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
@@ -127,7 +127,8 @@ impl Received {
 
     /// Whether what was streamed is the whole document, byte for byte.
     fn matches(&self, doc: &Document) -> bool {
-        self.bytes == doc.size_bytes && shared::audit::hex(&self.sha256.clone().finalize()) == doc.sha256
+        self.bytes == doc.size_bytes
+            && shared::audit::hex(&self.sha256.clone().finalize()) == doc.sha256
     }
 }
 

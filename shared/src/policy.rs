@@ -305,7 +305,10 @@ fn descriptor_methods() -> Vec<(String, bool)> {
 
 /// Every RPC that both servers expose, as `/package.Service/Method`.
 pub fn served_methods() -> Vec<String> {
-    descriptor_methods().into_iter().map(|(path, _)| path).collect()
+    descriptor_methods()
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
 }
 
 fn streaming_methods() -> std::collections::HashSet<String> {

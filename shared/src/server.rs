@@ -174,10 +174,11 @@ impl Health {
     /// SERVING again when it does.
     pub fn follow_database(&self, db: Db, interval: Duration) -> tokio::task::JoinHandle<()> {
         let health = self.clone();
+        let patience = probe_timeout(interval);
         tokio::spawn(async move {
             let mut last = None;
             loop {
-                let up = matches!(tokio::time::timeout(interval, db.ping()).await, Ok(Ok(())));
+                let up = matches!(tokio::time::timeout(patience, db.ping()).await, Ok(Ok(())));
                 if last != Some(up) {
                     if !up {
                         tracing::warn!("database unreachable: health NOT_SERVING");
@@ -210,7 +211,7 @@ impl Health {
                 let mut request = tonic::Request::new(HealthCheckRequest {
                     service: String::new(),
                 });
-                request.set_timeout(interval);
+                request.set_timeout(probe_timeout(interval));
                 let up = client.check(request).await.is_ok_and(|r| {
                     r.get_ref().status == health_check_response::ServingStatus::Serving as i32
                 });
@@ -224,6 +225,12 @@ impl Health {
             }
         })
     }
+}
+
+/// How long one health probe may take: the interval, but never so short
+/// that a loaded machine's slow answer reads as an outage.
+fn probe_timeout(interval: Duration) -> Duration {
+    interval.max(Duration::from_secs(1))
 }
 
 /// Splits a shutdown signal into the future tonic waits on (health goes

@@ -46,7 +46,11 @@ async fn idle_streams_cannot_starve_unary_calls() {
             match watch {
                 Ok(stream) => open.push(stream),
                 Err(status) => {
-                    let status = assert_error(Err::<(), _>(status), Code::ResourceExhausted, "TOO_MANY_STREAMS");
+                    let status = assert_error(
+                        Err::<(), _>(status),
+                        Code::ResourceExhausted,
+                        "TOO_MANY_STREAMS",
+                    );
                     assert!(status.get_error_details().retry_info().is_some());
                     refused += 1;
                 }
@@ -299,7 +303,12 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
                 if let Err(status) = answer
                     && status.code() == Code::ResourceExhausted
                 {
-                    let reason = status.get_error_details().error_info().unwrap().reason.clone();
+                    let reason = status
+                        .get_error_details()
+                        .error_info()
+                        .unwrap()
+                        .reason
+                        .clone();
                     if reason == "PASSWORD_HASHING_BUSY" {
                         assert!(status.get_error_details().retry_info().is_some());
                         busy += 1;
@@ -327,7 +336,11 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
             .auth()
             .list_signing_keys(pb::ListSigningKeysRequest {})
             .await;
-        for answer in [me.map(|_| ()), valid.map(|v| assert!(v.get_ref().active)), keys.map(|_| ())] {
+        for answer in [
+            me.map(|_| ()),
+            valid.map(|v| assert!(v.get_ref().active)),
+            keys.map(|_| ()),
+        ] {
             match answer {
                 Ok(()) => answered += 1,
                 Err(status) => {
@@ -338,7 +351,9 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
         }
     }
     let busy: usize = flood.await.unwrap().into_iter().sum();
-    println!("login flood: {busy} logins refused as busy; other RPCs: {answered} answered, {shed} shed");
+    eprintln!(
+        "login flood: {busy} logins refused as busy; other RPCs: {answered} answered, {shed} shed"
+    );
     assert!(busy > 0, "logins beyond the queue were refused at once");
     assert!(
         answered >= 2 * (answered + shed) / 3 && answered > 0,

@@ -56,7 +56,12 @@ async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
             return;
         }
         let env = replica_env(&db);
-        let replicas = Process::start_together(BIN.as_ref(), &[env.clone(), env.clone(), env], "auth-service").await;
+        let replicas = Process::start_together(
+            BIN.as_ref(),
+            &[env.clone(), env.clone(), env],
+            "auth-service",
+        )
+        .await;
         let mut channels = Vec::new();
         for replica in &replicas {
             channels.push(connect_when_ready(replica.addr).await);
@@ -101,8 +106,7 @@ async fn a_key_added_elsewhere_is_served_and_accepted_everywhere() {
         return;
     }
     let env = replica_env(&db);
-    let replicas =
-        Process::start_together(BIN.as_ref(), &[env.clone(), env], "auth-service").await;
+    let replicas = Process::start_together(BIN.as_ref(), &[env.clone(), env], "auth-service").await;
     let a = connect_when_ready(replicas[0].addr).await;
     let b = connect_when_ready(replicas[1].addr).await;
     let login = AuthServiceClient::new(a.clone())
@@ -223,7 +227,11 @@ async fn bootstrap_and_create_admin_do_not_promote_an_existing_account() {
     assert_eq!(roles_of(&db, ADMIN_EMAIL).await, r#"["admin","user"]"#);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(auth_service::serve(bootstrap, listener, std::future::pending()));
+    let _server = tokio::spawn(auth_service::serve(
+        bootstrap,
+        listener,
+        std::future::pending(),
+    ));
     let channel = connect_when_ready(addr).await;
     let mut auth = AuthServiceClient::new(channel.clone());
     let login = auth
@@ -248,7 +256,11 @@ async fn bootstrap_and_create_admin_do_not_promote_an_existing_account() {
         .into_inner()
         .events;
     assert_eq!(events.len(), 1);
-    assert!(events[0].details_json.contains("\"promoted_existing\":true"));
+    assert!(
+        events[0]
+            .details_json
+            .contains("\"promoted_existing\":true")
+    );
 }
 
 async fn users_in(db: &TestDb) -> i64 {

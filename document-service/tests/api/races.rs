@@ -49,15 +49,25 @@ async fn get(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_a_review_has_one_winner() {
     let stack = Arc::new(spawn_stack(TokenValidation::Local).await);
-    let (owner, _) = stack.user_with_roles("racing-owner@example.com", &["user"]).await;
+    let (owner, _) = stack
+        .user_with_roles("racing-owner@example.com", &["user"])
+        .await;
     let (verifier, _) = stack
         .user_with_roles("racing-verifier@example.com", &["verifier"])
         .await;
     let admin = stack.admin().await;
     for round in 0..12 {
-        let doc = stack.upload(&owner, &format!("race {round}"), b"content").await.unwrap();
+        let doc = stack
+            .upload(&owner, &format!("race {round}"), b"content")
+            .await
+            .unwrap();
         let (s1, s2) = (stack.clone(), stack.clone());
-        let (o, v, id1, id2) = (owner.clone(), verifier.clone(), doc.id.clone(), doc.id.clone());
+        let (o, v, id1, id2) = (
+            owner.clone(),
+            verifier.clone(),
+            doc.id.clone(),
+            doc.id.clone(),
+        );
         let deleting = tokio::spawn(async move { delete(&s1, &o, &id1).await });
         let rejecting = tokio::spawn(async move {
             s2.docs
@@ -76,7 +86,11 @@ async fn a_delete_racing_a_review_has_one_winner() {
         match (&deleted, &rejected) {
             (Ok(()), Err(refused)) => {
                 assert_eq!(refused.code(), Code::NotFound, "round {round}");
-                assert_error(get(&stack, &admin, &doc.id).await, Code::NotFound, "NOT_FOUND");
+                assert_error(
+                    get(&stack, &admin, &doc.id).await,
+                    Code::NotFound,
+                    "NOT_FOUND",
+                );
             }
             (Err(refused), Ok(_)) => {
                 assert_eq!(refused.code(), Code::FailedPrecondition, "round {round}");
@@ -93,10 +107,15 @@ async fn a_delete_racing_a_review_has_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deletes_succeed_once_and_are_audited_once() {
     let stack = Arc::new(spawn_stack(TokenValidation::Local).await);
-    let (owner, _) = stack.user_with_roles("deleter@example.com", &["user"]).await;
+    let (owner, _) = stack
+        .user_with_roles("deleter@example.com", &["user"])
+        .await;
     let mut ids = Vec::new();
     for round in 0..8 {
-        let doc = stack.upload(&owner, &format!("doomed {round}"), b"x").await.unwrap();
+        let doc = stack
+            .upload(&owner, &format!("doomed {round}"), b"x")
+            .await
+            .unwrap();
         let deletes = (0..4).map(|_| {
             let (stack, owner, id) = (stack.clone(), owner.clone(), doc.id.clone());
             async move { delete(&stack, &owner, &id).await }
@@ -138,7 +157,10 @@ async fn the_chain_verifies_while_writes_go_on() {
             tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 400 {
-                    stack.upload(&owner, &format!("w{w} {n}"), b"load").await.unwrap();
+                    stack
+                        .upload(&owner, &format!("w{w} {n}"), b"load")
+                        .await
+                        .unwrap();
                     n += 1;
                 }
                 n
@@ -154,7 +176,10 @@ async fn the_chain_verifies_while_writes_go_on() {
             .await
             .unwrap()
             .into_inner();
-        assert!(report.valid, "an intact chain is reported intact: {report:?}");
+        assert!(
+            report.valid,
+            "an intact chain is reported intact: {report:?}"
+        );
         sizes.push(report.events_checked);
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -163,7 +188,10 @@ async fn the_chain_verifies_while_writes_go_on() {
         uploads += writer.await.unwrap();
     }
     assert!(uploads > 0);
-    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "sizes only grow: {sizes:?}");
+    assert!(
+        sizes.windows(2).all(|w| w[0] <= w[1]),
+        "sizes only grow: {sizes:?}"
+    );
 }
 
 /// A document deleted while it downloads. Before the fix the stream ended
@@ -171,12 +199,16 @@ async fn the_chain_verifies_while_writes_go_on() {
 #[tokio::test]
 async fn a_download_of_a_document_deleted_mid_stream_fails() {
     let stack = spawn_stack(TokenValidation::Local).await;
-    let (owner, _) = stack.user_with_roles("vanishing@example.com", &["user"]).await;
+    let (owner, _) = stack
+        .user_with_roles("vanishing@example.com", &["user"])
+        .await;
     let admin = stack.admin().await;
     // Larger than what the client's flow-control windows let the server
     // send ahead, so most of it is still to be read after the delete.
     let content = vec![7u8; 12 * 1024 * 1024];
-    let doc = upload(&stack.docs, &owner, "big", &content, 1024 * 1024).await.unwrap();
+    let doc = upload(&stack.docs, &owner, "big", &content, 1024 * 1024)
+        .await
+        .unwrap();
     let mut stream = stack
         .docs
         .documents()
@@ -213,9 +245,13 @@ async fn readers_that_stop_reading_are_cut_off() {
         c.server.stream_idle_timeout = Duration::from_millis(500);
     })
     .await;
-    let (owner, _) = stack.user_with_roles("stalled@example.com", &["user"]).await;
+    let (owner, _) = stack
+        .user_with_roles("stalled@example.com", &["user"])
+        .await;
     let content = vec![1u8; 12 * 1024 * 1024];
-    let doc = upload(&stack.docs, &owner, "stall", &content, 1024 * 1024).await.unwrap();
+    let doc = upload(&stack.docs, &owner, "stall", &content, 1024 * 1024)
+        .await
+        .unwrap();
     // One connection of our own, whose reads we control.
     let channel = Channel::from_shared(stack.docs.addr_url())
         .unwrap()
@@ -227,7 +263,10 @@ async fn readers_that_stop_reading_are_cut_off() {
         let (id, owner) = (doc.id.clone(), owner.clone());
         async move {
             client
-                .download_document(bearer(pb::DownloadDocumentRequest { document_id: id }, &owner))
+                .download_document(bearer(
+                    pb::DownloadDocumentRequest { document_id: id },
+                    &owner,
+                ))
                 .await
         }
     };
@@ -248,7 +287,7 @@ async fn readers_that_stop_reading_are_cut_off() {
     }
     let freed_after = started.elapsed();
     assert!(fresh.is_some(), "a stalled stream's slot came back");
-    println!("stalled downloads freed after {freed_after:?} (idle timeout 500 ms)");
+    eprintln!("stalled downloads freed after {freed_after:?} (idle timeout 500 ms)");
     // A stalled reader that reads again learns why it was cut off.
     let mut stream = stalled.into_iter().next().unwrap().into_inner();
     let ended = loop {

@@ -192,12 +192,7 @@ impl Watched {
             waker: None,
             done: false,
         }));
-        let watchdog = tokio::spawn(watch(
-            Arc::downgrade(&state),
-            request_id,
-            idle,
-            lifetime,
-        ));
+        let watchdog = tokio::spawn(watch(Arc::downgrade(&state), request_id, idle, lifetime));
         Self { state, watchdog }
     }
 }

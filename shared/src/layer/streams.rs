@@ -35,12 +35,16 @@ pub struct StreamConfig {
     pub max_lifetime: Duration,
 }
 
+/// Streaming calls in flight per client connection (a peer address is one
+/// connection).
+type Connections = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
 #[derive(Debug)]
 pub struct StreamBudget {
     public: Arc<Semaphore>,
     authenticated: Arc<Semaphore>,
     per_connection: usize,
-    connections: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    connections: Connections,
     pub config: StreamConfig,
 }
 
@@ -48,7 +52,7 @@ pub struct StreamBudget {
 #[derive(Debug)]
 pub struct StreamSlot {
     _permit: OwnedSemaphorePermit,
-    connection: Option<(SocketAddr, Arc<Mutex<HashMap<SocketAddr, usize>>>)>,
+    connection: Option<(SocketAddr, Connections)>,
 }
 
 impl Drop for StreamSlot {
