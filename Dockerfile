@@ -1,11 +1,14 @@
 # Both service binaries, built release and locked, in a small non-root image.
-# The compose file picks the binary with `command:`.
+# The compose file picks the binary with `command:`. The root manifest is a
+# package of its own (the local stack), so the services are named by package:
+# `.ci/image-build` runs this very `cargo build` line, read from here, so the
+# two cannot drift.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin auth-service --bin document-service \
+    cargo build --release --locked -p auth-service -p document-service \
     && install -D -m 0755 target/release/auth-service target/release/document-service -t /out/
 
 FROM debian:bookworm-slim

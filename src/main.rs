@@ -22,7 +22,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
-    shared::telemetry::init(cli.server.log_format);
+    if let Err(e) = shared::telemetry::init(cli.server.log_format) {
+        return shared::server::exit(Err(e));
+    }
     cli.auth.generate_local_admin = true;
     cli.auth.server = cli.server.clone();
     cli.document.server = cli.server.clone();

@@ -29,6 +29,7 @@ use crate::{
 };
 
 const LOCAL_ADMIN: &str = "admin@localhost";
+const ADMIN_NAME: &str = "Administrator";
 
 /// What [`ensure_admin`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
             let outcome = ensure_admin(
                 state,
                 &email,
-                &password,
+                ("BOOTSTRAP_ADMIN_PASSWORD", &password),
                 Promote {
                     allowed: config.bootstrap_admin_promote_existing,
                     setting: "BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true",
@@ -74,7 +75,10 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
             let outcome = ensure_admin(
                 state,
                 &email,
-                &NewPassword::parse("password", &password, Some(&email))?,
+                (
+                    "password",
+                    &NewPassword::parse("password", &password, Some(&email))?,
+                ),
                 Promote {
                     allowed: false,
                     setting: "BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true",
@@ -108,10 +112,12 @@ pub struct Promote {
 /// Creates the admin, or (when `promote` allows it) grants the admin role to
 /// an existing account. With `only_if_none`, stops when any admin exists
 /// (checked again under the lock: another replica may have just made one).
+/// The password meets the same policy as Register's (`field` names the
+/// setting in the refusal).
 pub async fn ensure_admin(
     state: &State,
     email: &Email,
-    password: &NewPassword,
+    (field, password): (&'static str, &NewPassword),
     promote: Promote,
     only_if_none: bool,
 ) -> Result<Outcome> {
@@ -125,6 +131,10 @@ pub async fn ensure_admin(
     };
     // Hashed before the lock, so that the lock is held for milliseconds.
     let permit = state.hasher.reserve()?;
+    state
+        .hasher
+        .check_strength(&permit, field, password, email, ADMIN_NAME)
+        .await?;
     let hash = state.hasher.hash(&permit, password).await?;
     drop(permit);
     let now = state.clock.now();
@@ -169,7 +179,7 @@ pub async fn ensure_admin(
         tx.conn(),
         NewUser {
             email: email.as_str(),
-            display_name: "Administrator",
+            display_name: ADMIN_NAME,
             password_hash: &hash,
             roles: &[Role::ADMIN],
         },
@@ -198,7 +208,7 @@ pub async fn create_admin(
         allowed: promote_existing,
         setting: "--promote-existing",
     };
-    let outcome = ensure_admin(&state, &email, &password, promote, false).await;
+    let outcome = ensure_admin(&state, &email, ("--password", &password), promote, false).await;
     db.close().await;
     tracing::info!(email = email.as_str(), outcome = ?outcome.as_ref().ok(), "create-admin");
     outcome.map(|_| ())

@@ -58,7 +58,13 @@ const AUDIT_SERVICE: &str = "docverify.audit.v1.AuditService";
 /// Connects to the database and applies the migrations (the `migrate`
 /// subcommand, and the first step of [`serve`]).
 pub async fn migrate(config: &Config) -> Result<Db> {
-    let db = Db::connect(&config.database_url, &config.pool()).await?;
+    let db = Db::connect_waiting(
+        &config.database_url,
+        &config.pool(),
+        "AUTH_DATABASE_URL",
+        config.server.db_startup_timeout,
+    )
+    .await?;
     db.migrate(MIGRATIONS).await?;
     Ok(db)
 }

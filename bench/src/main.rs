@@ -103,7 +103,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     // The services' own log setup (RUST_LOG, default info), as in production.
-    shared::telemetry::init(shared::config::LogFormat::Text);
+    if let Err(e) = shared::telemetry::init(shared::config::LogFormat::Text) {
+        return shared::server::exit(Err(e));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -33,7 +33,9 @@ pub enum Command {
 /// Parses the command line and runs the chosen subcommand.
 pub async fn run() -> std::process::ExitCode {
     let mut cli = Cli::parse();
-    shared::telemetry::init(cli.server.log_format);
+    if let Err(e) = shared::telemetry::init(cli.server.log_format) {
+        return shared::server::exit(Err(e));
+    }
     cli.config.server = cli.server.clone();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,

@@ -51,7 +51,13 @@ const AUTH_SERVICE: &str = "docverify.auth.v1.AuthService";
 const MIN_SEND_BYTES: usize = 1024 * 1024;
 
 pub async fn migrate(config: &Config) -> Result<Db> {
-    let db = Db::connect(&config.database_url, &config.pool()).await?;
+    let db = Db::connect_waiting(
+        &config.database_url,
+        &config.pool(),
+        "DOCUMENT_DATABASE_URL",
+        config.server.db_startup_timeout,
+    )
+    .await?;
     db.migrate(MIGRATIONS).await?;
     Ok(db)
 }

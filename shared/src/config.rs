@@ -73,6 +73,11 @@ pub struct ServerConfig {
     #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub http2_keepalive_timeout: Duration,
 
+    /// How long a service waits at start for a database that is not up yet
+    /// (PostgreSQL), retrying with backoff, before it exits naming the setting.
+    #[arg(long, env = "DB_STARTUP_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub db_startup_timeout: Duration,
+
     /// How long a request waits for a database connection before UNAVAILABLE.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = duration)]
     pub db_acquire_timeout: Duration,

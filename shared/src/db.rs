@@ -177,6 +177,45 @@ impl Db {
         Ok(Db::Sqlite { writer, reader })
     }
 
+    /// Connects like [`Db::connect`], waiting for a PostgreSQL server that is
+    /// not up yet (a container that starts before its database): retries
+    /// with backoff, logging each failure, for up to `patience`, then fails
+    /// naming `setting`. Errors that waiting cannot cure (a bad password, a
+    /// bad URL) fail at once.
+    pub async fn connect_waiting(
+        url: &str,
+        pool: &PoolConfig,
+        setting: &str,
+        patience: Duration,
+    ) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match Self::connect(url, pool).await {
+                Ok(db) => {
+                    if started.elapsed() > delay {
+                        tracing::info!(setting, "database reachable");
+                    }
+                    return Ok(db);
+                }
+                Err(Error::Unavailable(cause))
+                    if !url.starts_with("sqlite:") && started.elapsed() + delay < patience =>
+                {
+                    tracing::warn!(setting, error = %cause, retry_in = ?delay, "database not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(Error::Unavailable(cause)) => {
+                    return Err(Error::internal(format!(
+                        "{setting}: the database is not reachable (waited {:?}, DB_STARTUP_TIMEOUT): {cause}",
+                        started.elapsed()
+                    )));
+                }
+                Err(e) => return Err(Error::internal(format!("{setting}: {e}: {e:?}"))),
+            }
+        }
+    }
+
     /// Pools for reads outside a transaction.
     pub fn reader(&self) -> Dialect<&SqlitePool, &PgPool> {
         match self {

@@ -107,19 +107,32 @@ impl JwksVerifier {
     pub fn spawn_refresh(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut waiting = false;
             loop {
                 let Some(verifier) = this.upgrade() else {
                     return;
                 };
+                let had_keys = verifier.current().is_some();
                 let wait = match verifier.fetch().await {
-                    Ok(()) => every,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot fetch signing keys; keeping the ones we have");
-                        if verifier.current().is_some() {
-                            every.min(Duration::from_secs(30))
-                        } else {
-                            INITIAL_RETRY
+                    Ok(()) => {
+                        if !had_keys {
+                            tracing::info!(
+                                "signing keys fetched from auth-service; tokens verify locally"
+                            );
                         }
+                        waiting = false;
+                        every
+                    }
+                    Err(e) if had_keys => {
+                        tracing::warn!(error = %e, "cannot fetch signing keys; keeping the ones we have");
+                        every.min(Duration::from_secs(30))
+                    }
+                    Err(e) => {
+                        // One line says what start-up waits for, not one per retry.
+                        if !std::mem::replace(&mut waiting, true) {
+                            tracing::info!(error = %e, retry_every = ?INITIAL_RETRY, "waiting for auth-service's signing keys; protected RPCs answer UNAVAILABLE until they arrive");
+                        }
+                        INITIAL_RETRY
                     }
                 };
                 drop(verifier);

@@ -387,3 +387,63 @@ async fn prometheus_metrics_on_their_own_listener() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 }
+
+/// A log filter that does not parse stops the service with a message naming
+/// RUST_LOG, like every other bad setting. Before, it fell back to `info`
+/// silently.
+#[tokio::test]
+async fn a_bad_log_filter_stops_the_service() {
+    let db = TestDb::fresh("badlog").await;
+    let url = db.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .env("AUTH_LISTEN_ADDR", "127.0.0.1:0")
+            .env("AUTH_DATABASE_URL", url)
+            .env("RUST_LOG", "auth_service=loudest")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RUST_LOG"), "{stderr}");
+}
+
+/// The service starts before its database (as containers do): it waits,
+/// retrying, and serves once the database comes up. Before, it exited at
+/// the first refused connection. PostgreSQL only.
+#[tokio::test]
+async fn the_service_waits_for_a_database_that_comes_up_later() {
+    let db = TestDb::fresh("late").await;
+    if !db.is_postgres() {
+        eprintln!("SKIPPED on SQLite (needs a database server that can be down)");
+        return;
+    }
+    db.set_reachable(false).await;
+    let url = db.url.clone();
+    let started = tokio::spawn(async move {
+        Process::start(
+            BIN.as_ref(),
+            &[],
+            &[
+                ("AUTH_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+                ("AUTH_DATABASE_URL", url),
+                ("ARGON2_WORKERS", "1".to_owned()),
+            ],
+            "auth-service",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!started.is_finished(), "not listening without its database");
+    db.set_reachable(true).await;
+    let process = started.await.unwrap();
+    let output = process.output();
+    assert!(output.contains("database not reachable yet"), "{output}");
+    assert!(
+        output.contains("AUTH_DATABASE_URL"),
+        "the log names the setting"
+    );
+    connect_when_ready(process.addr).await;
+}

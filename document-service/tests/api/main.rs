@@ -12,6 +12,7 @@ mod keys;
 mod process;
 mod races;
 pub mod rbac;
+mod readme;
 mod reflection;
 mod story;
 mod uploads;
