@@ -94,7 +94,8 @@ impl AuthApi {
     /// `auth.login_throttled` event, see `throttle`).
     async fn claim_attempt(&self, ctx: &RequestContext, email: &Email) -> Result<()> {
         let state = &self.state;
-        match throttle::claim(&state.db, ctx, email.as_str(), state.clock.now()).await? {
+        let now = state.clock.now();
+        match throttle::claim(&state.db, ctx, email.as_str(), throttle::EMAIL, now).await? {
             Claim::Allowed => Ok(()),
             Claim::Throttled { retry_after } => Err(Error::ResourceExhausted {
                 reason: "LOGIN_THROTTLED",
@@ -115,7 +116,27 @@ impl AuthApi {
         };
 
         let permit = state.hasher.reserve()?;
+        // The client address first, without counting (a locked address
+        // refuses at once); then the email, counted; then the address,
+        // counted. A success resets both.
+        let address = ctx.client_addr.map(|a| throttle::address_key(a.ip()));
+        if let Some(key) = &address
+            && let Claim::Throttled { retry_after } =
+                throttle::refuse_if_locked(&state.db, ctx, key, state.clock.now()).await?
+        {
+            return Err(Error::ResourceExhausted {
+                reason: "ADDRESS_THROTTLED",
+                message: "too many failed logins from this client address; retry later",
+                retry_after: Some(retry_after),
+            });
+        }
         self.claim_attempt(ctx, &email).await?;
+        if let Some(key) = &address {
+            // Already checked above: only counts (a concurrent attempt may
+            // just have locked it; this one was admitted before).
+            let now = state.clock.now();
+            throttle::claim(&state.db, ctx, key, state.address_policy, now).await?;
+        }
 
         let user = users::by_email(state.db.read().await?.conn(), email.as_str()).await?;
         let matched = state
@@ -152,6 +173,9 @@ impl AuthApi {
             return Err(BAD_CREDENTIALS);
         };
         throttle::reset(&mut tx, ctx, email.as_str(), now).await?;
+        if let Some(key) = &address {
+            throttle::reset(&mut tx, ctx, key, now).await?;
+        }
         if user.disabled {
             let event = Event::new("auth.login_failed", actor(&user), "user", user.id)
                 .outcome(Outcome::Denied)

@@ -2,7 +2,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use shared::{clock::Clock, config::ServerConfig, db::PoolConfig};
+use shared::{
+    clock::Clock,
+    config::ServerConfig,
+    db::PoolConfig,
+    layer::limits::{ClientLimits, LimitSpec},
+};
 
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "auth_config")]
@@ -112,6 +117,47 @@ pub struct Config {
     )]
     pub argon2_queue_limit: usize,
 
+    /// Token bucket per client address for Register: `RATE/PERIOD:BURST`
+    /// or `off` (each registration costs a hash and a row).
+    #[arg(id = "auth_rate_limit_register", long = "auth-rate-limit-register", env = "RATE_LIMIT_REGISTER", default_value = "5/1m:20", value_parser = limit)]
+    pub rate_limit_register: LimitSpec,
+
+    /// Token bucket per client address for Login.
+    #[arg(id = "auth_rate_limit_login", long = "auth-rate-limit-login", env = "RATE_LIMIT_LOGIN", default_value = "3/1s:30", value_parser = limit)]
+    pub rate_limit_login: LimitSpec,
+
+    /// Token bucket per client address for RefreshToken.
+    #[arg(id = "auth_rate_limit_refresh_token", long = "auth-rate-limit-refresh-token", env = "RATE_LIMIT_REFRESH_TOKEN", default_value = "10/1s:50", value_parser = limit)]
+    pub rate_limit_refresh_token: LimitSpec,
+
+    /// Token bucket per client address for Logout.
+    #[arg(id = "auth_rate_limit_logout", long = "auth-rate-limit-logout", env = "RATE_LIMIT_LOGOUT", default_value = "10/1s:50", value_parser = limit)]
+    pub rate_limit_logout: LimitSpec,
+
+    /// Token bucket per client address for ValidateToken (document-service
+    /// in remote mode calls it for every request: exempt its addresses).
+    #[arg(id = "auth_rate_limit_validate_token", long = "auth-rate-limit-validate-token", env = "RATE_LIMIT_VALIDATE_TOKEN", default_value = "1000/1s:2000", value_parser = limit)]
+    pub rate_limit_validate_token: LimitSpec,
+
+    /// Client addresses (CIDR blocks, comma-separated) never rate-limited:
+    /// other services, health checkers.
+    #[arg(id = "auth_rate_limit_exempt", long = "auth-rate-limit-exempt", env = "RATE_LIMIT_EXEMPT", value_delimiter = ',', value_parser = shared::client::cidr)]
+    pub rate_limit_exempt: Vec<ipnet::IpNet>,
+
+    /// Failed logins from one client address (across any emails) before
+    /// the address waits: 30 s, doubling per further failure.
+    #[arg(
+        id = "auth_address_max_failures",
+        long = "auth-address-max-failures",
+        env = "ADDRESS_MAX_FAILURES",
+        default_value_t = 20
+    )]
+    pub address_max_failures: i64,
+
+    /// The longest an address waits after failed logins.
+    #[arg(id = "auth_address_max_lock", long = "auth-address-max-lock", env = "ADDRESS_MAX_LOCK", default_value = "5m", value_parser = duration)]
+    pub address_max_lock: Duration,
+
     /// Create `admin@localhost` with a random password (printed once) when
     /// no admin exists and no bootstrap admin is configured: the local stack.
     #[arg(skip)]
@@ -128,6 +174,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// The public RPCs' token buckets.
+    pub fn client_limits(&self) -> ClientLimits {
+        const AUTH: &str = "/docverify.auth.v1.AuthService/";
+        let limits = [
+            ("Register", self.rate_limit_register),
+            ("Login", self.rate_limit_login),
+            ("RefreshToken", self.rate_limit_refresh_token),
+            ("Logout", self.rate_limit_logout),
+            ("ValidateToken", self.rate_limit_validate_token),
+        ];
+        let limits: Vec<(&'static str, LimitSpec)> = limits
+            .into_iter()
+            .filter_map(|(name, spec)| {
+                shared::policy::method(&format!("{AUTH}{name}")).map(|m| (m.path, spec))
+            })
+            .collect();
+        ClientLimits::new(&limits, self.rate_limit_exempt.clone())
+    }
+
     pub fn pool(&self) -> PoolConfig {
         self.server.pool(self.db_max_connections)
     }
@@ -135,4 +200,8 @@ impl Config {
 
 fn duration(s: &str) -> Result<Duration, String> {
     shared::config::duration(s)
+}
+
+fn limit(s: &str) -> Result<LimitSpec, String> {
+    s.parse()
 }

@@ -87,8 +87,8 @@ pub async fn serve(
         Arc::new(verifier::AuthVerifier::new(state.clone())),
         db.clone(),
         config.clock.clone(),
-        server.max_concurrent_requests,
-        server.streams(),
+        server,
+        config.client_limits(),
     );
     shared::metrics::METRICS.watch_pool("auth-service", &db);
     let (health, health_service) = Health::new(&[AUTH_SERVICE, USER_SERVICE, AUDIT_SERVICE]);

@@ -22,6 +22,8 @@ pub struct State {
     pub page_tokens: PageTokens,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Failed logins per client address, across emails.
+    pub address_policy: crate::throttle::Policy,
     /// Signature checks already made; the user's state is checked anew
     /// every time.
     pub verified_tokens: VerifiedTokens<AccessClaims>,
@@ -44,6 +46,10 @@ impl State {
             page_tokens,
             access_ttl: config.access_token_ttl,
             refresh_ttl: config.refresh_token_ttl,
+            address_policy: crate::throttle::address_policy(
+                config.address_max_failures,
+                config.address_max_lock,
+            ),
             verified_tokens: VerifiedTokens::default(),
         })
     }

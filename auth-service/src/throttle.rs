@@ -30,10 +30,38 @@ use shared::{
     on_dialect,
 };
 
-/// Consecutive failures allowed before the lock.
-pub const MAX_FAILURES: i64 = 5;
-const BASE_DELAY: Duration = Duration::from_secs(60);
-const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// How many consecutive failures a key is allowed, and how long it then
+/// waits (`base`, doubling per further failure, at most `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_failures: i64,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// Per email: 5 failures, then 1 minute doubling up to 15 minutes.
+pub const EMAIL: Policy = Policy {
+    max_failures: 5,
+    base: Duration::from_secs(60),
+    max: Duration::from_secs(15 * 60),
+};
+
+/// Per client address, across any emails: against password spraying. The
+/// cap is short, so that a user behind the same address who types the right
+/// password once (which resets the address) is not locked out for long.
+pub fn address_policy(max_failures: i64, max: Duration) -> Policy {
+    Policy {
+        max_failures: max_failures.max(1),
+        base: Duration::from_secs(30).min(max),
+        max,
+    }
+}
+
+/// The throttle key of a client address (IPv6 by /64). Emails cannot hold a
+/// space, so the two kinds of key never collide in one table.
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    format!("address {}", shared::client::limit_key(ip))
+}
 /// A claim that loses this many races in a row is told to retry shortly.
 const MAX_RACES: usize = 16;
 
@@ -44,11 +72,11 @@ pub enum Claim {
 }
 
 /// The lock after `failures` consecutive failures, if any.
-pub fn delay(failures: i64) -> Option<Duration> {
-    let over = failures - MAX_FAILURES;
+pub fn delay(policy: Policy, failures: i64) -> Option<Duration> {
+    let over = failures - policy.max_failures;
     (over >= 0).then(|| {
         let factor = 1u32.checked_shl(over.min(16) as u32).unwrap_or(u32::MAX);
-        BASE_DELAY.saturating_mul(factor).min(MAX_DELAY)
+        policy.base.saturating_mul(factor).min(policy.max)
     })
 }
 
@@ -65,16 +93,25 @@ struct Row {
 impl Row {
     /// The one audit event that stands for every attempt refused in the
     /// lock window that ended, if any was.
-    fn window_event(&self, email: &str) -> Option<Event> {
+    fn window_event(&self, key: &str) -> Option<Event> {
         (self.refused > 0).then(|| {
+            let (action, actor, target_type, target) = match key.strip_prefix("address ") {
+                Some(address) => (
+                    "auth.address_throttled",
+                    String::new(),
+                    "client_address",
+                    address,
+                ),
+                None => ("auth.login_throttled", key.to_owned(), "user", key),
+            };
             Event::new(
-                "auth.login_throttled",
+                action,
                 Actor {
                     id: None,
-                    email: email.to_owned(),
+                    email: actor,
                 },
-                "user",
-                email,
+                target_type,
+                target,
             )
             .outcome(Outcome::Denied)
             .details(json!({
@@ -93,7 +130,13 @@ const SELECT: &str = "SELECT failures, locked_until, version, refused, refused_f
 /// Claims one password check for `email`, or says how long to wait. A
 /// refused attempt costs one single-row UPDATE (counted for the window's
 /// audit event), never a hash or an audit row of its own.
-pub async fn claim(db: &Db, ctx: &RequestContext, email: &str, now: Timestamp) -> Result<Claim> {
+pub async fn claim(
+    db: &Db,
+    ctx: &RequestContext,
+    email: &str,
+    policy: Policy,
+    now: Timestamp,
+) -> Result<Claim> {
     let ensure = "INSERT INTO login_throttle (email, failures, locked_until, version) \
                   VALUES ($1, 0, NULL, 0) ON CONFLICT (email) DO NOTHING";
     let refuse = "UPDATE login_throttle SET refused = refused + 1, \
@@ -118,7 +161,7 @@ pub async fn claim(db: &Db, ctx: &RequestContext, email: &str, now: Timestamp) -
             });
         }
         let failures = row.failures + 1;
-        let lock = delay(failures).map(|d| now.plus(d));
+        let lock = delay(policy, failures).map(|d| now.plus(d));
         // The window that ended is closed out with its audit event, atomically.
         let mut tx = db.begin().await?;
         let swapped = on_dialect!(tx.conn(), c => sqlx::query(swap)
@@ -140,6 +183,41 @@ pub async fn claim(db: &Db, ctx: &RequestContext, email: &str, now: Timestamp) -
     }
     Ok(Claim::Throttled {
         retry_after: Duration::from_secs(1),
+    })
+}
+
+/// Refuses (counting the refusal for the window's event) while `key` is
+/// locked, without claiming anything: an attempt that goes on to be
+/// refused elsewhere is then not a failure of `key`'s.
+pub async fn refuse_if_locked(
+    db: &Db,
+    ctx: &RequestContext,
+    key: &str,
+    now: Timestamp,
+) -> Result<Claim> {
+    let refuse = "UPDATE login_throttle SET refused = refused + 1, \
+                  refused_first_request = COALESCE(refused_first_request, $2), \
+                  refused_last_request = $2 WHERE email = $1 AND locked_until > $3";
+    let refused = on_dialect!(db.writer(), p => sqlx::query(refuse)
+        .bind(key)
+        .bind(&ctx.request_id)
+        .bind(now)
+        .execute(p)
+        .await?
+        .rows_affected());
+    if refused == 0 {
+        return Ok(Claim::Allowed);
+    }
+    let until: Option<Timestamp> = on_dialect!(db.writer(), p => sqlx::query_scalar(
+        "SELECT locked_until FROM login_throttle WHERE email = $1")
+        .bind(key)
+        .fetch_optional(p)
+        .await?)
+    .flatten();
+    Ok(Claim::Throttled {
+        retry_after: until.map_or(Duration::from_secs(1), |u| {
+            now.until(u).max(Duration::from_secs(1))
+        }),
     })
 }
 

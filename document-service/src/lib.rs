@@ -17,7 +17,7 @@ use shared::{
     Error, Result,
     audit::AuditApi,
     db::{Db, Migrations},
-    layer::RpcLayer,
+    layer::{RpcLayer, limits::ClientLimits},
     page::PageTokens,
     proto::{
         audit::v1::audit_service_server::AuditServiceServer,
@@ -90,8 +90,9 @@ pub async fn serve(
         verifier,
         db.clone(),
         config.clock.clone(),
-        server.max_concurrent_requests,
-        server.streams(),
+        server,
+        // No public RPC here needs a bucket: health, reflection only.
+        ClientLimits::new(&[], Vec::new()),
     );
     shared::metrics::METRICS.watch_pool("document-service", &db);
 

@@ -120,6 +120,12 @@ pub struct ServerConfig {
     #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
 
+    /// Proxies (CIDR blocks or addresses, comma-separated) whose
+    /// `x-forwarded-for` / `forwarded` headers name the client; from anyone
+    /// else those headers are ignored. Empty: the direct peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::client::cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Prometheus metrics on this address (`/metrics`); off when unset.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,

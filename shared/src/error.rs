@@ -72,6 +72,14 @@ pub enum Error {
         message: &'static str,
         retry_after: Option<Duration>,
     },
+    /// RESOURCE_EXHAUSTED (`RATE_LIMITED`) with `RetryInfo` and a
+    /// `QuotaFailure` naming the limit: a client address over a public RPC's
+    /// token bucket.
+    #[error("too many calls from this client address: {description}")]
+    RateLimited {
+        description: String,
+        retry_after: Duration,
+    },
     /// UNAVAILABLE: a dependency (database, auth-service) cannot be reached.
     #[error("service unavailable")]
     Unavailable(#[source] BoxError),
@@ -116,7 +124,7 @@ impl Error {
             Self::Aborted { .. } => Code::Aborted,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::ResourceExhausted { .. } | Self::RateLimited { .. } => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -134,6 +142,7 @@ impl Error {
             | Self::ResourceExhausted { reason, .. } => reason,
             Self::NotFound { .. } => "NOT_FOUND",
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -168,6 +177,14 @@ impl From<Error> for tonic::Status {
                 ..
             } => {
                 details.set_retry_info(Some(*after));
+                error.to_string()
+            }
+            Error::RateLimited {
+                description,
+                retry_after,
+            } => {
+                details.set_retry_info(Some(*retry_after));
+                details.add_quota_failure_violation("client address", description.clone());
                 error.to_string()
             }
             _ => error.to_string(),

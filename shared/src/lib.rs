@@ -3,6 +3,7 @@
 //! helpers. See `shared/DESIGN.md` for the invariants these modules keep.
 
 pub mod audit;
+pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod config;

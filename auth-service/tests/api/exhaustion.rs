@@ -266,10 +266,10 @@ async fn denials_are_recorded_once_per_caller_window() {
     assert_eq!(denials.len(), 3);
     let summary = denials
         .iter()
-        .find(|e| e.details_json.contains("suppressed_denials"))
+        .find(|e| e.details_json.contains("suppressed"))
         .expect("a summary event");
     let details: Value = serde_json::from_str(&summary.details_json).unwrap();
-    assert_eq!(details["suppressed_denials"], 29);
+    assert_eq!(details["suppressed"], 29);
     assert_eq!(details["first_request_id"], "probe-1");
     assert_eq!(details["last_request_id"], "probe-29");
 }

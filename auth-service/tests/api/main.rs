@@ -3,6 +3,7 @@
 //! SQLite by default, PostgreSQL when DOCVERIFY_TEST_POSTGRES is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step fails the test
 
+mod abuse;
 mod audit;
 mod exhaustion;
 mod helpers;

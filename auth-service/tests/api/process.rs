@@ -261,6 +261,7 @@ async fn load_is_shed_and_messages_are_bounded() {
     let running = start(&[
         ("MAX_CONCURRENT_REQUESTS", "1".into()),
         ("MAX_STREAMING_CALLS_PER_CONNECTION", "1".into()),
+        ("RATE_LIMIT_REGISTER", "off".into()),
         ("MAX_MESSAGE_BYTES", "1024".into()),
     ])
     .await;

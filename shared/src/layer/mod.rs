@@ -8,7 +8,9 @@
 //! non-public methods verify the bearer token, put the [`Identity`] in the
 //! request extensions and check the permission (a refusal is
 //! PERMISSION_DENIED plus an `authz.denied` audit event, bounded per caller by
-//! [`denials`]). The response gets the request id; when its last frame is
+//! [`windows`]). Public RPCs given a limit take a token of their client
+//! address's bucket first ([`limits`]); the client address is the peer's, or
+//! behind `TRUSTED_PROXIES` the forwarded one ([`crate::client`]). The response gets the request id; when its last frame is
 //! sent, the status code and latency go to the span and the metrics, labelled
 //! by the policy table's method name (every other path is `unknown`, so junk
 //! paths cannot grow the metrics).
@@ -16,8 +18,9 @@
 //! Interceptors cannot see the method path, hence a layer.
 
 mod body;
-pub mod denials;
+pub mod limits;
 pub mod streams;
+pub mod windows;
 
 use std::{
     sync::{Arc, Weak},
@@ -33,14 +36,19 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use ipnet::IpNet;
+use serde_json::json;
+
 use self::{
     body::{Finish, Observed, Watched, grpc_status},
-    denials::{DENIAL_WINDOW, Denials},
-    streams::{StreamBudget, StreamConfig},
+    limits::ClientLimits,
+    streams::StreamBudget,
+    windows::{WINDOW, Windows, refusal},
 };
 use crate::{
-    audit::{self, Event},
+    audit::{self, Actor, Event},
     clock::Clock,
+    config::ServerConfig,
     db::Db,
     error::Error,
     identity::{Identity, REQUEST_ID, RequestContext},
@@ -66,7 +74,10 @@ struct Shared {
     clock: Clock,
     in_flight: Arc<Semaphore>,
     streams: StreamBudget,
-    denials: Denials,
+    trusted_proxies: Vec<IpNet>,
+    limits: ClientLimits,
+    denials: Windows<(Uuid, &'static str)>,
+    rate_limited: Windows<(std::net::IpAddr, &'static str)>,
     /// This service's in-flight gauge, looked up once rather than per RPC.
     in_flight_gauge: Gauge,
 }
@@ -81,25 +92,29 @@ impl std::fmt::Debug for RpcLayer {
 
 impl RpcLayer {
     /// `service` labels logs and metrics; `db` receives the `authz.denied`
-    /// events; at most `max_in_flight` unary RPCs run at once, and streaming
-    /// ones within `streams`. Starts the task that writes the denial
-    /// windows' summaries (it ends with the layer).
+    /// and `auth.rate_limited` events; `server` sets the budgets (unary and
+    /// streaming) and the trusted proxies; `limits` the public RPCs' token
+    /// buckets. Starts the task that writes the refusal windows' summaries
+    /// and forgets idle buckets (it ends with the layer).
     pub fn new(
         service: &'static str,
         verifier: Arc<dyn TokenVerifier>,
         db: Db,
         clock: Clock,
-        max_in_flight: usize,
-        streams: StreamConfig,
+        server: &ServerConfig,
+        limits: ClientLimits,
     ) -> Self {
         let shared = Arc::new(Shared {
             service,
             verifier,
             db,
             clock,
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            streams: StreamBudget::new(streams),
-            denials: Denials::default(),
+            in_flight: Arc::new(Semaphore::new(server.max_concurrent_requests.max(1))),
+            streams: StreamBudget::new(server.streams()),
+            trusted_proxies: server.trusted_proxies.clone(),
+            limits,
+            denials: Windows::default(),
+            rate_limited: Windows::default(),
             in_flight_gauge: METRICS
                 .in_flight
                 .get_or_create(&ServiceLabels {
@@ -107,26 +122,29 @@ impl RpcLayer {
                 })
                 .clone(),
         });
-        tokio::spawn(flush_denials(Arc::downgrade(&shared)));
+        tokio::spawn(housekeeping(Arc::downgrade(&shared)));
         Self { shared }
     }
 }
 
-/// Writes the summaries of denial windows that ended, until the layer is gone.
-async fn flush_denials(shared: Weak<Shared>) {
+/// Writes the summaries of refusal windows that ended and forgets full
+/// buckets, until the layer is gone.
+async fn housekeeping(shared: Weak<Shared>) {
     let ctx = RequestContext {
-        request_id: "authz-denied-windows".to_owned(),
+        request_id: "refusal-windows".to_owned(),
         client_addr: None,
     };
     loop {
-        tokio::time::sleep(DENIAL_WINDOW / 6).await;
+        tokio::time::sleep(WINDOW / 6).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
         let now = shared.clock.now();
-        for event in shared.denials.expired(now) {
-            shared.write_denial(&ctx, event).await;
+        let ended = shared.denials.expired(now);
+        for event in ended.into_iter().chain(shared.rate_limited.expired(now)) {
+            shared.write_refusal(&ctx, event).await;
         }
+        shared.limits.shrink();
     }
 }
 
@@ -181,13 +199,14 @@ where
             .and_then(TcpConnectInfo::remote_addr);
         let ctx = RequestContext {
             request_id: request_id.clone(),
-            client_addr: peer,
+            client_addr: crate::client::resolve(peer, req.headers(), &shared.trusted_proxies),
         };
         let span = tracing::info_span!(
             "rpc",
             service = shared.service,
             method = %req.uri().path(),
             request_id = %request_id,
+            client = %crate::client::Shown(ctx.client_addr),
             user_id = tracing::field::Empty,
             code = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
@@ -205,7 +224,10 @@ where
             let admitted = match shared.admit(method, peer) {
                 Ok(slot) => {
                     finish.slot = Some(slot);
-                    shared.authorize(&mut req, &ctx, label).await
+                    match shared.limit(label, &ctx).await {
+                        Ok(()) => shared.authorize(&mut req, &ctx, label).await,
+                        Err(limited) => Err(limited),
+                    }
                 }
                 Err(refused) => Err(refused),
             };
@@ -306,17 +328,52 @@ impl Shared {
         Ok(())
     }
 
+    /// Takes a token of the client address's bucket for `method`, if the
+    /// method has a limit; a refusal is audited once per address and window.
+    async fn limit(&self, method: &'static str, ctx: &RequestContext) -> Result<(), Error> {
+        let client = ctx.client_addr.map(|a| a.ip());
+        let Err(limited) = self.limits.check(method, client) else {
+            return Ok(());
+        };
+        if let (Some(ip), Error::RateLimited { description, .. }) = (client, &limited) {
+            let key = (crate::client::limit_key(ip), method);
+            let actor = Actor {
+                id: None,
+                email: String::new(),
+            };
+            let event = refusal(
+                "auth.rate_limited",
+                actor,
+                method,
+                json!({ "method": method, "limit": description }),
+            );
+            let now = self.clock.now();
+            for event in self.rate_limited.note(key, event, &ctx.request_id, now) {
+                self.write_refusal(ctx, event).await;
+            }
+        }
+        Err(limited)
+    }
+
     async fn record_denial(&self, identity: &Identity, method: &'static str, ctx: &RequestContext) {
+        let event = refusal(
+            "authz.denied",
+            Actor::from(identity),
+            method,
+            json!({ "method": method }),
+        );
         let now = self.clock.now();
-        for event in self.denials.note(identity, method, &ctx.request_id, now) {
-            self.write_denial(ctx, event).await;
+        let key = (identity.user_id, method);
+        for event in self.denials.note(key, event, &ctx.request_id, now) {
+            self.write_refusal(ctx, event).await;
         }
     }
 
-    async fn write_denial(&self, ctx: &RequestContext, event: Event) {
+    async fn write_refusal(&self, ctx: &RequestContext, event: Event) {
+        let action = event.action;
         // The caller is refused either way; a lost audit row is logged loudly.
         if let Err(e) = audit::record(&self.db, ctx, self.clock.now(), event).await {
-            tracing::error!(error = %e, "could not record authz.denied");
+            tracing::error!(error = %e, action, "could not record a refusal");
         }
     }
 }
