@@ -47,16 +47,8 @@ impl DocumentApi {
     /// The document, if this caller may see it; otherwise NOT_FOUND, so
     /// that its existence is not revealed.
     async fn visible(&self, me: &Identity, id: Uuid) -> Result<Document> {
-        let doc = documents::by_id(self.db.read().await?.conn(), id)
-            .await?
-            .ok_or(Error::not_found("document"))?;
-        me.ensure_owner_or(
-            doc.owner_id,
-            Permission::DocumentsReadOwn,
-            Permission::DocumentsReadAny,
-            "document",
-        )?;
-        Ok(doc)
+        let doc = documents::by_id(self.db.read().await?.conn(), id).await?;
+        visible_to(me, doc)
     }
 
     async fn review(
@@ -105,6 +97,19 @@ impl DocumentApi {
         tx.commit().await?;
         Ok(doc)
     }
+}
+
+/// `doc`, if it exists and this caller may see it; otherwise NOT_FOUND, so
+/// that its existence is not revealed.
+fn visible_to(me: &Identity, doc: Option<Document>) -> Result<Document> {
+    let doc = doc.ok_or(Error::not_found("document"))?;
+    me.ensure_owner_or(
+        doc.owner_id,
+        Permission::DocumentsReadOwn,
+        Permission::DocumentsReadAny,
+        "document",
+    )?;
+    Ok(doc)
 }
 
 const CHANGED_DURING_DOWNLOAD: Error = Error::Aborted {
@@ -361,15 +366,7 @@ impl DocumentService for DocumentApi {
         let mut tx = self.db.begin().await?;
         let Some(doc) = documents::delete(tx.conn(), id, rights).await? else {
             // Nothing deleted: say why, from the row as it is now.
-            let doc = documents::by_id(tx.conn(), id)
-                .await?
-                .ok_or(Error::not_found("document"))?;
-            me.ensure_owner_or(
-                doc.owner_id,
-                Permission::DocumentsReadOwn,
-                Permission::DocumentsReadAny,
-                "document",
-            )?;
+            let doc = visible_to(me, documents::by_id(tx.conn(), id).await?)?;
             if !(doc.owner_id == me.user_id && rights.own_pending) {
                 return Err(Error::PermissionDenied {
                     reason: "PERMISSION_DENIED",

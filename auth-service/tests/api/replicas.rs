@@ -72,15 +72,7 @@ async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
             assert_eq!(kids(channel).await, first, "round {round}: same key set");
         }
         // A token from any replica is good at every other.
-        let mut auth = AuthServiceClient::new(channels[2].clone());
-        let login = auth
-            .login(pb::LoginRequest {
-                email: ADMIN_EMAIL.into(),
-                password: ADMIN_PASSWORD.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let login = admin_login(&channels[2]).await;
         for channel in &channels[..2] {
             let valid = AuthServiceClient::new(channel.clone())
                 .validate_token(pb::ValidateTokenRequest {
@@ -109,15 +101,7 @@ async fn a_key_added_elsewhere_is_served_and_accepted_everywhere() {
     let replicas = Process::start_together(BIN.as_ref(), &[env.clone(), env], "auth-service").await;
     let a = connect_when_ready(replicas[0].addr).await;
     let b = connect_when_ready(replicas[1].addr).await;
-    let login = AuthServiceClient::new(a.clone())
-        .login(pb::LoginRequest {
-            email: ADMIN_EMAIL.into(),
-            password: ADMIN_PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let admin = login.user.unwrap();
+    let admin = admin_login(&a).await.user.unwrap();
 
     // The new key, as a replica that rotates would store it.
     let key = TestKey::generate();
@@ -261,6 +245,17 @@ async fn bootstrap_and_create_admin_do_not_promote_an_existing_account() {
             .details_json
             .contains("\"promoted_existing\":true")
     );
+}
+
+async fn admin_login(channel: &Channel) -> pb::LoginResponse {
+    AuthServiceClient::new(channel.clone())
+        .login(pb::LoginRequest {
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn users_in(db: &TestDb) -> i64 {

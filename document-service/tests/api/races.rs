@@ -14,34 +14,6 @@ use tonic::{Code, transport::Channel};
 
 use crate::helpers::*;
 
-async fn delete(stack: &Stack, token: &str, id: &str) -> Result<(), tonic::Status> {
-    stack
-        .docs
-        .documents()
-        .delete_document(bearer(
-            pb::DeleteDocumentRequest {
-                document_id: id.to_owned(),
-            },
-            token,
-        ))
-        .await
-        .map(|_| ())
-}
-
-async fn get(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic::Status> {
-    stack
-        .docs
-        .documents()
-        .get_document(bearer(
-            pb::GetDocumentRequest {
-                document_id: id.to_owned(),
-            },
-            token,
-        ))
-        .await
-        .map(|r| r.into_inner().document.unwrap())
-}
-
 /// The owner deletes while a verifier rejects, twelve rounds. Before the
 /// fix DeleteDocument read the row, checked it was pending, then deleted: on
 /// PostgreSQL two of three races deleted a document that had just been
@@ -69,18 +41,7 @@ async fn a_delete_racing_a_review_has_one_winner() {
             doc.id.clone(),
         );
         let deleting = tokio::spawn(async move { delete(&s1, &o, &id1).await });
-        let rejecting = tokio::spawn(async move {
-            s2.docs
-                .documents()
-                .reject_document(bearer(
-                    pb::RejectDocumentRequest {
-                        document_id: id2,
-                        reason: "no".into(),
-                    },
-                    &v,
-                ))
-                .await
-        });
+        let rejecting = tokio::spawn(async move { reject(&s2, &v, &id2, "no").await });
         let deleted = deleting.await.unwrap();
         let rejected = rejecting.await.unwrap();
         match (&deleted, &rejected) {

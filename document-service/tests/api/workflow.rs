@@ -4,69 +4,6 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-async fn verify(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic::Status> {
-    stack
-        .docs
-        .documents()
-        .verify_document(bearer(
-            pb::VerifyDocumentRequest {
-                document_id: id.into(),
-                note: String::new(),
-            },
-            token,
-        ))
-        .await
-        .map(|r| r.into_inner().document.unwrap())
-}
-
-async fn reject(
-    stack: &Stack,
-    token: &str,
-    id: &str,
-    reason: &str,
-) -> Result<pb::Document, tonic::Status> {
-    stack
-        .docs
-        .documents()
-        .reject_document(bearer(
-            pb::RejectDocumentRequest {
-                document_id: id.into(),
-                reason: reason.into(),
-            },
-            token,
-        ))
-        .await
-        .map(|r| r.into_inner().document.unwrap())
-}
-
-async fn get(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic::Status> {
-    stack
-        .docs
-        .documents()
-        .get_document(bearer(
-            pb::GetDocumentRequest {
-                document_id: id.into(),
-            },
-            token,
-        ))
-        .await
-        .map(|r| r.into_inner().document.unwrap())
-}
-
-async fn delete(stack: &Stack, token: &str, id: &str) -> Result<(), tonic::Status> {
-    stack
-        .docs
-        .documents()
-        .delete_document(bearer(
-            pb::DeleteDocumentRequest {
-                document_id: id.into(),
-            },
-            token,
-        ))
-        .await
-        .map(|_| ())
-}
-
 async fn list(
     stack: &Stack,
     token: &str,
