@@ -113,7 +113,7 @@ pub struct Config {
         id = "auth_argon2_queue_limit",
         long = "auth-argon2-queue-limit",
         env = "ARGON2_QUEUE_LIMIT",
-        default_value_t = 16
+        default_value_t = 64
     )]
     pub argon2_queue_limit: usize,
 

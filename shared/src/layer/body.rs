@@ -19,6 +19,17 @@ use crate::{
     metrics::{CallLabels, METRICS, MethodLabels},
 };
 
+/// An RPC's place in its budget, given back when dropped (held for that).
+#[derive(Debug)]
+pub(super) enum Slot {
+    Unary {
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    Stream {
+        _slot: super::streams::StreamSlot,
+    },
+}
+
 /// Records the end of one RPC: code and latency into its span and the
 /// metrics, once; releases its slot (unary or streaming).
 pub(super) struct Finish {
@@ -28,7 +39,7 @@ pub(super) struct Finish {
     pub(super) method: &'static str,
     pub(super) span: tracing::Span,
     pub(super) started: Instant,
-    pub(super) slot: Option<Box<dyn Send + Sync>>,
+    pub(super) slot: Option<Slot>,
     pub(super) recorded: bool,
 }
 

@@ -40,7 +40,7 @@ use ipnet::IpNet;
 use serde_json::json;
 
 use self::{
-    body::{Finish, Observed, Watched, grpc_status},
+    body::{Finish, Observed, Slot, Watched, grpc_status},
     limits::ClientLimits,
     streams::StreamBudget,
     windows::{WINDOW, Windows, refusal},
@@ -283,13 +283,13 @@ impl Shared {
         &self,
         method: Option<policy::Method>,
         peer: Option<std::net::SocketAddr>,
-    ) -> Result<Box<dyn Send + Sync>, Error> {
+    ) -> Result<Slot, Error> {
         match method {
-            Some(m) if m.streaming => Ok(Box::new(
-                self.streams.admit(m.access == Access::Public, peer)?,
-            )),
+            Some(m) if m.streaming => Ok(Slot::Stream {
+                _slot: self.streams.admit(m.access == Access::Public, peer)?,
+            }),
             _ => match self.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Ok(Box::new(permit)),
+                Ok(permit) => Ok(Slot::Unary { _permit: permit }),
                 Err(_) => Err(OVERLOADED),
             },
         }
