@@ -114,10 +114,6 @@ impl ClientLimits {
         Self { methods, exempt }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.methods.is_empty()
-    }
-
     /// Takes one token of `method`'s bucket for `client`, or says how long
     /// to wait. Calls without a known address (no TCP peer) are not limited.
     pub fn check(&self, method: &'static str, client: Option<IpAddr>) -> Result<(), Error> {
