@@ -20,17 +20,13 @@
 //! full queue never counts as a failed password check.
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-        mpsc,
-    },
+    sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use shared::{Error, Result};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::fields::{Email, NewPassword};
 
@@ -47,8 +43,8 @@ pub struct Hasher {
     queue: mpsc::Sender<Job>,
     workers: usize,
     dummy: Arc<str>,
-    /// Permits out now, and how many may be.
-    permits: Arc<AtomicUsize>,
+    /// Places in the queue (running and waiting).
+    permits: Arc<Semaphore>,
     capacity: usize,
 }
 
@@ -56,13 +52,7 @@ pub struct Hasher {
 /// hash, or its verification); given back when dropped.
 #[derive(Debug)]
 pub struct HashPermit {
-    permits: Arc<AtomicUsize>,
-}
-
-impl Drop for HashPermit {
-    fn drop(&mut self) {
-        self.permits.fetch_sub(1, Ordering::AcqRel);
-    }
+    _permit: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -108,7 +98,7 @@ impl Hasher {
             queue,
             workers,
             dummy: Arc::from(""),
-            permits: Arc::new(AtomicUsize::new(0)),
+            permits: Arc::new(Semaphore::new(capacity.max(1))),
             capacity: capacity.max(1),
         };
         let mut random = [0u8; 32];
@@ -119,19 +109,14 @@ impl Hasher {
 
     /// A place in the queue, or RESOURCE_EXHAUSTED at once when it is full.
     pub fn reserve(&self) -> Result<HashPermit> {
-        let taken = self.permits.fetch_add(1, Ordering::AcqRel);
-        let permit = HashPermit {
-            permits: self.permits.clone(),
-        };
-        if taken >= self.capacity {
-            drop(permit);
-            return Err(Error::ResourceExhausted {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(HashPermit { _permit: permit }),
+            Err(_) => Err(Error::ResourceExhausted {
                 reason: "PASSWORD_HASHING_BUSY",
                 message: "too many password checks in progress; retry shortly",
                 retry_after: Some(BUSY_RETRY),
-            });
+            }),
         }
-        Ok(permit)
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {

@@ -139,9 +139,6 @@ pub async fn claim(
 ) -> Result<Claim> {
     let ensure = "INSERT INTO login_throttle (email, failures, locked_until, version) \
                   VALUES ($1, 0, NULL, 0) ON CONFLICT (email) DO NOTHING";
-    let refuse = "UPDATE login_throttle SET refused = refused + 1, \
-                  refused_first_request = COALESCE(refused_first_request, $2), \
-                  refused_last_request = $2 WHERE email = $1";
     // The refused count is part of the comparison: a refusal that lands
     // late is flushed by the next claim instead of being wiped.
     let swap = "UPDATE login_throttle SET failures = $2, locked_until = $3, version = version + 1, \
@@ -154,11 +151,12 @@ pub async fn claim(
             on_dialect!(db.writer(), p => sqlx::query(ensure).bind(email).execute(p).await.map(|_| ())?);
             continue;
         };
-        if let Some(until) = row.locked_until.filter(|until| *until > now) {
-            on_dialect!(db.writer(), p => sqlx::query(refuse).bind(email).bind(&ctx.request_id).execute(p).await.map(|_| ())?);
-            return Ok(Claim::Throttled {
-                retry_after: now.until(until).max(Duration::from_secs(1)),
-            });
+        if row.locked_until.is_some_and(|until| until > now) {
+            // Counted by the statement that also rechecks the lock.
+            if let Some(throttled) = count_refusal(db, ctx, email, now).await? {
+                return Ok(throttled);
+            }
+            continue;
         }
         let failures = row.failures + 1;
         let lock = delay(policy, failures).map(|d| now.plus(d));
@@ -195,30 +193,32 @@ pub async fn refuse_if_locked(
     key: &str,
     now: Timestamp,
 ) -> Result<Claim> {
+    Ok(count_refusal(db, ctx, key, now)
+        .await?
+        .unwrap_or(Claim::Allowed))
+}
+
+/// Counts one refused attempt if `key` is locked at `now` (one statement:
+/// the check and the count together); the refusal, or `None` when unlocked.
+async fn count_refusal(
+    db: &Db,
+    ctx: &RequestContext,
+    key: &str,
+    now: Timestamp,
+) -> Result<Option<Claim>> {
     let refuse = "UPDATE login_throttle SET refused = refused + 1, \
                   refused_first_request = COALESCE(refused_first_request, $2), \
-                  refused_last_request = $2 WHERE email = $1 AND locked_until > $3";
-    let refused = on_dialect!(db.writer(), p => sqlx::query(refuse)
+                  refused_last_request = $2 WHERE email = $1 AND locked_until > $3 \
+                  RETURNING locked_until";
+    let until: Option<Timestamp> = on_dialect!(db.writer(), p => sqlx::query_scalar(refuse)
         .bind(key)
         .bind(&ctx.request_id)
         .bind(now)
-        .execute(p)
-        .await?
-        .rows_affected());
-    if refused == 0 {
-        return Ok(Claim::Allowed);
-    }
-    let until: Option<Timestamp> = on_dialect!(db.writer(), p => sqlx::query_scalar(
-        "SELECT locked_until FROM login_throttle WHERE email = $1")
-        .bind(key)
         .fetch_optional(p)
-        .await?)
-    .flatten();
-    Ok(Claim::Throttled {
-        retry_after: until.map_or(Duration::from_secs(1), |u| {
-            now.until(u).max(Duration::from_secs(1))
-        }),
-    })
+        .await?);
+    Ok(until.map(|until| Claim::Throttled {
+        retry_after: now.until(until).max(Duration::from_secs(1)),
+    }))
 }
 
 /// After a successful login, a password change or an unlock: the failures
@@ -241,8 +241,10 @@ pub async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
         "SELECT email FROM login_throttle WHERE refused > 0 AND locked_until <= $1 LIMIT 100";
     let close = "UPDATE login_throttle SET refused = 0, refused_first_request = NULL, \
                  refused_last_request = NULL WHERE email = $1 AND version = $2 AND refused = $3";
+    // Found on a reader (SQLite's one writer stays free); each is then
+    // closed with a compare-and-swap in its own transaction.
     let emails: Vec<String> =
-        on_dialect!(db.writer(), p => sqlx::query_scalar(expired).bind(now).fetch_all(p).await?);
+        on_dialect!(db.reader(), p => sqlx::query_scalar(expired).bind(now).fetch_all(p).await?);
     let ctx = RequestContext {
         request_id: "throttle-windows".to_owned(),
         client_addr: None,

@@ -208,26 +208,8 @@ pub async fn set_password(
     Ok(())
 }
 
-/// Whether any enabled user holds the admin role.
+/// Whether any enabled user holds the admin role (the admins' query of
+/// [`lock_admins`]; its locks, outside a transaction, end with the statement).
 pub async fn admin_exists(c: Conn<'_>) -> Result<bool> {
-    let admin = Role::ADMIN.as_str();
-    Ok(match c {
-        shared::db::Dialect::Sqlite(c) => {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM users, json_each(users.roles) AS r \
- WHERE r.value = $1 AND NOT users.disabled)",
-            )
-            .bind(admin)
-            .fetch_one(c)
-            .await?
-        }
-        shared::db::Dialect::Postgres(c) => {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE roles ? $1 AND NOT disabled)",
-            )
-            .bind(admin)
-            .fetch_one(c)
-            .await?
-        }
-    })
+    Ok(!lock_admins(c).await?.is_empty())
 }

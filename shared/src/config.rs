@@ -56,8 +56,9 @@ pub struct ServerConfig {
     #[arg(long, env = "STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub stream_idle_timeout: Duration,
 
-    /// The longest a streamed response lives; then it ends with UNAVAILABLE
-    /// and the client reconnects (as gRPC's max connection age does).
+    /// The longest a streamed response lives; then it ends with
+    /// DEADLINE_EXCEEDED (`STREAM_LIFETIME_EXCEEDED`) and the client opens a
+    /// new one (as gRPC's max connection age makes it reconnect).
     #[arg(long, env = "STREAM_MAX_LIFETIME", default_value = "30m", value_parser = duration)]
     pub stream_max_lifetime: Duration,
 

@@ -94,14 +94,9 @@ pub struct PoolConfig {
 }
 
 impl Default for PoolConfig {
+    /// The documented defaults of the settings, with 10 connections.
     fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(3),
-            statement_timeout: Duration::from_secs(10),
-            lock_timeout: Duration::from_secs(5),
-            idle_in_transaction_timeout: Duration::from_secs(15),
-        }
+        crate::config::ServerConfig::default().pool(10)
     }
 }
 
@@ -190,10 +185,11 @@ impl Db {
     ) -> Result<Self> {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(250);
+        let mut retried = false;
         loop {
             match Self::connect(url, pool).await {
                 Ok(db) => {
-                    if started.elapsed() > delay {
+                    if retried {
                         tracing::info!(setting, "database reachable");
                     }
                     return Ok(db);
@@ -204,6 +200,7 @@ impl Db {
                     tracing::warn!(setting, error = %cause, retry_in = ?delay, "database not reachable yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
+                    retried = true;
                 }
                 Err(Error::Unavailable(cause)) => {
                     return Err(Error::internal(format!(
@@ -211,7 +208,10 @@ impl Db {
                         started.elapsed()
                     )));
                 }
-                Err(e) => return Err(Error::internal(format!("{setting}: {e}: {e:?}"))),
+                Err(Error::Internal(cause)) => {
+                    return Err(Error::internal(format!("{setting}: {cause}")));
+                }
+                Err(other) => return Err(other),
             }
         }
     }

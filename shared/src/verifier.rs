@@ -120,7 +120,6 @@ impl JwksVerifier {
                                 "signing keys fetched from auth-service; tokens verify locally"
                             );
                         }
-                        waiting = false;
                         every
                     }
                     Err(e) if had_keys => {

@@ -289,8 +289,11 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
     let login = app.user("steady@example.com").await;
     let flood_until = Instant::now() + Duration::from_secs(3);
     let channel = app.channel.clone();
+    let answered_logins = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = answered_logins.clone();
     let flood = (0..24).map(move |i| {
         let mut auth = AuthServiceClientOf::new(channel.clone());
+        let counter = counter.clone();
         async move {
             let mut busy = 0;
             while Instant::now() < flood_until {
@@ -300,6 +303,7 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
                         password: "not the password at all".into(),
                     })
                     .await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if let Err(status) = answer
                     && status.code() == Code::ResourceExhausted
                 {
@@ -319,7 +323,11 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
         }
     });
     let flood = tokio::spawn(concurrently(flood));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Measure once the flood is under way: every client has had answers.
+    while answered_logins.load(std::sync::atomic::Ordering::SeqCst) < 48 {
+        assert!(Instant::now() < flood_until, "the flood did not get going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Refusals of the flood are fast but not free: now and then one of our
     // calls meets all 16 slots busy with them and is shed too (OVERLOADED);
     // here about one in six, more when other tests share the cores. Before

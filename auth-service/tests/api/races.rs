@@ -270,8 +270,11 @@ async fn every_revocation_is_audited_even_one_found_at_refresh() {
     assert_eq!(details["reason"], "user_disabled");
 }
 
-/// Two refreshes of one token at once still have one winner, and the loser
-/// revokes the family: spending serialises on the family row now.
+/// A refresh and a logout of one token at once, five rounds: if the refresh
+/// wins, the successor it minted is revoked with the family. Before the
+/// family row, on PostgreSQL, the logout's UPDATE could miss a successor
+/// committed just after its snapshot. (SQLite's single writer serialised
+/// the two already.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logouts_and_refreshes_leave_nothing_alive() {
     let app = Arc::new(spawn_app().await);

@@ -22,7 +22,10 @@ use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, str::FromStr, time
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
 use ipnet::IpNet;
 
-use crate::{client::limit_key, error::Error};
+use crate::{
+    client::{canonical, limit_key},
+    error::Error,
+};
 
 /// A configured limit: `RATE/PERIOD:BURST` (`3/1s:30`, `5/1m:10`), or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,7 @@ impl ClientLimits {
         let (Some(limit), Some(ip)) = (self.methods.get(method), client) else {
             return Ok(());
         };
+        let ip = canonical(ip);
         if self.exempt.iter().any(|net| net.contains(&ip)) {
             return Ok(());
         }
@@ -129,7 +133,7 @@ impl ClientLimits {
             .map_err(|not_until| Error::RateLimited {
                 description: limit.description.clone(),
                 retry_after: not_until
-                    .wait_time_from(governor::clock::DefaultClock::default().now())
+                    .wait_time_from(limit.limiter.clock().now())
                     .max(Duration::from_millis(1)),
             })
     }
@@ -182,9 +186,12 @@ mod tests {
         ));
         let other: IpAddr = "198.51.100.2".parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(limits.check(path, Some(other)).is_ok());
-        let exempt: IpAddr = "10.1.1.1".parse().unwrap_or_else(|e| panic!("{e}"));
-        for _ in 0..10 {
-            assert!(limits.check(path, Some(exempt)).is_ok());
+        // The same address written as IPv4-mapped IPv6 is exempt too.
+        for exempt in ["10.1.1.1", "::ffff:10.1.1.1"] {
+            let exempt: IpAddr = exempt.parse().unwrap_or_else(|e| panic!("{e}"));
+            for _ in 0..10 {
+                assert!(limits.check(path, Some(exempt)).is_ok());
+            }
         }
     }
 }

@@ -10,10 +10,11 @@
 //! PERMISSION_DENIED plus an `authz.denied` audit event, bounded per caller by
 //! [`windows`]). Public RPCs given a limit take a token of their client
 //! address's bucket first ([`limits`]); the client address is the peer's, or
-//! behind `TRUSTED_PROXIES` the forwarded one ([`crate::client`]). The response gets the request id; when its last frame is
-//! sent, the status code and latency go to the span and the metrics, labelled
-//! by the policy table's method name (every other path is `unknown`, so junk
-//! paths cannot grow the metrics).
+//! behind `TRUSTED_PROXIES` the forwarded one ([`crate::client`]). The
+//! response gets the request id; when its last frame is sent, the status
+//! code and latency go to the span and the metrics, labelled by the policy
+//! table's method name (every other path is `unknown`, so junk paths cannot
+//! grow the metrics).
 //!
 //! Interceptors cannot see the method path, hence a layer.
 
@@ -225,7 +226,7 @@ where
                 Ok(slot) => {
                     finish.slot = Some(slot);
                     match shared.limit(label, &ctx).await {
-                        Ok(()) => shared.authorize(&mut req, &ctx, label).await,
+                        Ok(()) => shared.authorize(&mut req, &ctx, method).await,
                         Err(limited) => Err(limited),
                     }
                 }
@@ -269,7 +270,7 @@ where
     }
 }
 
-/// How long a shed caller is told to wait.
+/// The answer when the unary budget is full.
 const OVERLOADED: Error = Error::ResourceExhausted {
     reason: "OVERLOADED",
     message: "the service is at capacity; retry shortly",
@@ -295,13 +296,15 @@ impl Shared {
         }
     }
 
+    /// `method` is the call's entry in the policy table, looked up once by
+    /// the caller.
     async fn authorize(
         &self,
         req: &mut Request<Body>,
         ctx: &RequestContext,
-        method: &'static str,
+        method: Option<policy::Method>,
     ) -> Result<(), Error> {
-        let access = policy::access(req.uri().path()).ok_or(Error::PermissionDenied {
+        let policy::Method { path, access, .. } = method.ok_or(Error::PermissionDenied {
             reason: "METHOD_NOT_ALLOWED",
             message: "this method is not open to any caller",
         })?;
@@ -318,7 +321,7 @@ impl Shared {
             .await?;
         tracing::Span::current().record("user_id", tracing::field::display(identity.user_id));
         if !access.allows(identity.permissions()) {
-            self.record_denial(&identity, method, ctx).await;
+            self.record_denial(&identity, path, ctx).await;
             return Err(Error::PermissionDenied {
                 reason: "PERMISSION_DENIED",
                 message: "your roles do not allow this method",
@@ -337,16 +340,14 @@ impl Shared {
         };
         if let (Some(ip), Error::RateLimited { description, .. }) = (client, &limited) {
             let key = (crate::client::limit_key(ip), method);
-            let actor = Actor {
-                id: None,
-                email: String::new(),
+            let event = || {
+                let actor = Actor {
+                    id: None,
+                    email: String::new(),
+                };
+                let details = json!({ "method": method, "limit": description });
+                refusal("auth.rate_limited", actor, method, details)
             };
-            let event = refusal(
-                "auth.rate_limited",
-                actor,
-                method,
-                json!({ "method": method, "limit": description }),
-            );
             let now = self.clock.now();
             for event in self.rate_limited.note(key, event, &ctx.request_id, now) {
                 self.write_refusal(ctx, event).await;
@@ -356,12 +357,10 @@ impl Shared {
     }
 
     async fn record_denial(&self, identity: &Identity, method: &'static str, ctx: &RequestContext) {
-        let event = refusal(
-            "authz.denied",
-            Actor::from(identity),
-            method,
-            json!({ "method": method }),
-        );
+        let event = || {
+            let details = json!({ "method": method });
+            refusal("authz.denied", Actor::from(identity), method, details)
+        };
         let now = self.clock.now();
         let key = (identity.user_id, method);
         for event in self.denials.note(key, event, &ctx.request_id, now) {

@@ -79,11 +79,18 @@ pub fn refusal(
 }
 
 impl<K: Hash + Eq + Clone> Windows<K> {
-    /// Notes one refusal whose event would be `event`; the events to write
-    /// now (none while `key`'s window is open: it is counted instead).
-    pub fn note(&self, key: K, event: Event, request_id: &str, now: Timestamp) -> Vec<Event> {
+    /// Notes one refusal whose event `event` builds; the events to write
+    /// now (none while `key`'s window is open: it is counted, and no event
+    /// is built).
+    pub fn note(
+        &self,
+        key: K,
+        event: impl FnOnce() -> Event,
+        request_id: &str,
+        now: Timestamp,
+    ) -> Vec<Event> {
         let Ok(mut windows) = self.windows.lock() else {
-            return vec![event];
+            return vec![event()];
         };
         let mut events = Vec::new();
         if let Some(window) = windows.get_mut(&key) {
@@ -99,6 +106,7 @@ impl<K: Hash + Eq + Clone> Windows<K> {
                 events.push(summary(ended));
             }
         }
+        let event = event();
         if windows.len() < MAX_WINDOWS {
             windows.insert(
                 key,
