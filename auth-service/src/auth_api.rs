@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use shared::{
-    Error, Result,
-    audit::{self, Actor, Event, Outcome},
+    Error, Reason, Result,
+    audit::{self, Action, Actor, Event, Outcome},
     db::Timestamp,
     identity::{RequestContext, current_user, request_context},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
@@ -23,11 +23,11 @@ use crate::{
 };
 
 const BAD_CREDENTIALS: Error = Error::Unauthenticated {
-    reason: "INVALID_CREDENTIALS",
+    reason: Reason::InvalidCredentials,
     message: "invalid email or password",
 };
 const BAD_REFRESH_TOKEN: Error = Error::Unauthenticated {
-    reason: "INVALID_REFRESH_TOKEN",
+    reason: Reason::InvalidRefreshToken,
     message: "refresh token is invalid, expired or revoked",
 };
 const MAX_REFRESH_TOKEN_CHARS: usize = 256;
@@ -98,7 +98,7 @@ impl AuthApi {
         match throttle::claim(&state.db, ctx, email.as_str(), throttle::EMAIL, now).await? {
             Claim::Allowed => Ok(()),
             Claim::Throttled { retry_after } => Err(Error::ResourceExhausted {
-                reason: "LOGIN_THROTTLED",
+                reason: Reason::LoginThrottled,
                 message: "too many failed password checks for this account; retry later",
                 retry_after: Some(retry_after),
             }),
@@ -125,7 +125,7 @@ impl AuthApi {
                 throttle::refuse_if_locked(&state.db, ctx, key, state.clock.now()).await?
         {
             return Err(Error::ResourceExhausted {
-                reason: "ADDRESS_THROTTLED",
+                reason: Reason::AddressThrottled,
                 message: "too many failed logins from this client address; retry later",
                 retry_after: Some(retry_after),
             });
@@ -152,7 +152,7 @@ impl AuthApi {
             (Some(user), true) => user,
             (user, _) => {
                 let who = user.as_ref().map_or_else(|| anonymous(&email), actor);
-                let event = Event::new("auth.login_failed", who, "user", email.as_str())
+                let event = Event::new(Action::LoginFailed, who, "user", email.as_str())
                     .outcome(Outcome::Failed)
                     .details(json!({ "reason": "invalid_credentials" }));
                 self.record(ctx, event).await?;
@@ -177,19 +177,19 @@ impl AuthApi {
             throttle::reset(&mut tx, ctx, key, now).await?;
         }
         if user.disabled {
-            let event = Event::new("auth.login_failed", actor(&user), "user", user.id)
+            let event = Event::new(Action::LoginFailed, actor(&user), "user", user.id)
                 .outcome(Outcome::Denied)
                 .details(json!({ "reason": "user_disabled" }));
             audit::append(&mut tx, ctx, now, event).await?;
             tx.commit().await?;
             return Err(Error::PermissionDenied {
-                reason: "USER_DISABLED",
+                reason: Reason::UserDisabled,
                 message: "this account is disabled",
             });
         }
         let family = sessions::create_family(tx.conn(), user.id, user.session_epoch, now).await?;
         let refresh = sessions::mint(tx.conn(), user.id, family, now, state.refresh_ttl).await?;
-        let event = Event::new("auth.login_succeeded", actor(&user), "user", user.id);
+        let event = Event::new(Action::LoginSucceeded, actor(&user), "user", user.id);
         audit::append(&mut tx, ctx, now, event).await?;
         tx.commit().await?;
         self.session(&user, refresh.token, now)
@@ -238,7 +238,7 @@ impl AuthApi {
                         let revoked = sessions::revoke_family(tx.conn(), family_id, now).await?;
                         let who = user.as_ref().map_or_else(Actor::default, actor);
                         let event =
-                            Event::new("token.family_revoked", who, "token_family", family_id)
+                            Event::new(Action::TokenFamilyRevoked, who, "token_family", family_id)
                                 .outcome(Outcome::Denied)
                                 .details(json!({ "reason": reason, "revoked_tokens": revoked }));
                         audit::append(&mut tx, ctx, now, event).await?;
@@ -248,7 +248,7 @@ impl AuthApi {
                 };
                 let refresh =
                     sessions::mint(tx.conn(), user.id, family_id, now, state.refresh_ttl).await?;
-                let event = Event::new("token.refreshed", actor(&user), "token_family", family_id);
+                let event = Event::new(Action::TokenRefreshed, actor(&user), "token_family", family_id);
                 audit::append(&mut tx, ctx, now, event).await?;
                 tx.commit().await?;
                 self.session(&user, refresh.token, now)
@@ -258,7 +258,7 @@ impl AuthApi {
                 let who = users::by_id(tx.conn(), user_id)
                     .await?
                     .map_or_else(Actor::default, |u| actor(&u));
-                let event = Event::new("token.reuse_detected", who, "token_family", family_id)
+                let event = Event::new(Action::TokenReuseDetected, who, "token_family", family_id)
                     .outcome(Outcome::Denied)
                     .details(json!({ "revoked_tokens": revoked }));
                 audit::append(&mut tx, ctx, now, event).await?;
@@ -290,7 +290,7 @@ impl AuthApi {
                 &mut tx,
                 ctx,
                 now,
-                Event::new("auth.logout", who, "token_family", family_id),
+                Event::new(Action::Logout, who, "token_family", family_id),
             )
             .await?;
             tx.commit().await?;
@@ -354,7 +354,7 @@ impl AuthService for AuthApi {
             &mut tx,
             &ctx,
             now,
-            Event::new("user.registered", actor(&user), "user", user.id),
+            Event::new(Action::UserRegistered, actor(&user), "user", user.id),
         )
         .await?;
         tx.commit().await?;
@@ -455,7 +455,7 @@ impl AuthService for AuthApi {
             .verify(&permit, current, Some(user.password_hash.clone()))
             .await?
         {
-            let event = Event::new("user.password_changed", actor(&user), "user", user.id)
+            let event = Event::new(Action::PasswordChanged, actor(&user), "user", user.id)
                 .outcome(Outcome::Failed)
                 .details(json!({ "reason": "invalid_current_password" }));
             self.record(&ctx, event).await?;
@@ -475,7 +475,7 @@ impl AuthService for AuthApi {
         users::set_password(tx.conn(), user.id, &password_hash, now).await?;
         let revoked = sessions::revoke_user(tx.conn(), user.id, now).await?;
         throttle::reset(&mut tx, &ctx, email.as_str(), now).await?;
-        let event = Event::new("user.password_changed", actor(&user), "user", user.id)
+        let event = Event::new(Action::PasswordChanged, actor(&user), "user", user.id)
             .details(json!({ "revoked_refresh_tokens": revoked }));
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;

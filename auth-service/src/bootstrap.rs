@@ -15,7 +15,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::json;
 use shared::{
     Error, Result,
-    audit::{self, Actor, Event},
+    audit::{self, Action, Actor, Event},
     db::StartupLock,
     identity::RequestContext,
     policy::Role,
@@ -162,7 +162,7 @@ pub async fn ensure_admin(
         let old = user.role_names();
         roles.push(Role::ADMIN);
         let user = users::set_roles(tx.conn(), user.id, &roles, now).await?;
-        let event = Event::new("user.roles_changed", system, "user", user.id).details(json!({
+        let event = Event::new(Action::RolesChanged, system, "user", user.id).details(json!({
             "old_roles": old,
             "new_roles": user.role_names(),
             "promoted_existing": true,
@@ -186,7 +186,7 @@ pub async fn ensure_admin(
         now,
     )
     .await?;
-    let event = Event::new("user.registered", system, "user", user.id)
+    let event = Event::new(Action::UserRegistered, system, "user", user.id)
         .details(json!({ "roles": user.role_names() }));
     audit::append(&mut tx, &ctx, now, event).await?;
     tx.commit().await?;

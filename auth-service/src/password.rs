@@ -25,7 +25,7 @@ use std::{
 };
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use shared::{Error, Result};
+use shared::{Error, Reason, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::fields::{Email, NewPassword};
@@ -112,7 +112,7 @@ impl Hasher {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => Ok(HashPermit { _permit: permit }),
             Err(_) => Err(Error::ResourceExhausted {
-                reason: "PASSWORD_HASHING_BUSY",
+                reason: Reason::PasswordHashingBusy,
                 message: "too many password checks in progress; retry shortly",
                 retry_after: Some(BUSY_RETRY),
             }),

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::json;
 use shared::{
     Result,
-    audit::{self, Actor, Event, Outcome},
+    audit::{self, Action, Actor, Event, Outcome},
     clock::Clock,
     db::{Db, Timestamp, Tx},
     identity::RequestContext,
@@ -97,12 +97,12 @@ impl Row {
         (self.refused > 0).then(|| {
             let (action, actor, target_type, target) = match key.strip_prefix("address ") {
                 Some(address) => (
-                    "auth.address_throttled",
+                    Action::AddressThrottled,
                     String::new(),
                     "client_address",
                     address,
                 ),
-                None => ("auth.login_throttled", key.to_owned(), "user", key),
+                None => (Action::LoginThrottled, key.to_owned(), "user", key),
             };
             Event::new(
                 action,

@@ -1,8 +1,8 @@
 //! The users table.
 
 use shared::{
-    Error, Result,
-    db::{Conn, Timestamp},
+    Error, Reason, Result,
+    db::{Conn, OnConstraint, Timestamp, Unique},
     on_dialect,
     policy::Role,
     proto::auth::v1 as pb,
@@ -72,6 +72,12 @@ pub struct NewUser<'a> {
     pub roles: &'a [Role],
 }
 
+/// One account per email (`migrations/auth/*/..._init.sql`).
+const EMAIL_KEY: Unique = Unique {
+    name: "users_email_key",
+    columns: "users.email",
+};
+
 /// Inserts a user; a taken email is ALREADY_EXISTS through the unique
 /// constraint (no racy look-up first).
 pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<User> {
@@ -88,12 +94,9 @@ pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<Us
         .bind(now)
         .fetch_one(c)
         .await);
-    result.map_err(|e| match e.as_database_error() {
-        Some(db) if db.is_unique_violation() => Error::AlreadyExists {
-            reason: "EMAIL_TAKEN",
-            message: "an account with this email already exists",
-        },
-        _ => Error::from(e),
+    result.on_constraint(EMAIL_KEY, || Error::AlreadyExists {
+        reason: Reason::EmailTaken,
+        message: "an account with this email already exists",
     })
 }
 
@@ -156,7 +159,7 @@ pub async fn lock_admins(c: Conn<'_>) -> Result<Vec<Uuid>> {
 pub fn ensure_other_admin(admins: &[Uuid], target: &User) -> Result<()> {
     if target.is_admin() && !admins.iter().any(|a| *a != target.id) {
         return Err(Error::FailedPrecondition {
-            reason: "LAST_ADMIN_PROTECTION",
+            reason: Reason::LastAdminProtection,
             message: "the last enabled admin cannot lose the admin role or be disabled",
         });
     }

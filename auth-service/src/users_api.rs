@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use shared::{
-    Error, Result,
-    audit::{self, Actor, Event},
+    Error, Reason, Result,
+    audit::{self, Action, Actor, Event},
     identity::{Identity, current_user, request_context},
     page::page_size,
     policy::Role,
@@ -50,7 +50,7 @@ fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
 fn refuse_self(me: &Identity, target: Uuid, message: &'static str) -> Result<()> {
     if me.user_id == target {
         return Err(Error::FailedPrecondition {
-            reason: "LAST_ADMIN_PROTECTION",
+            reason: Reason::LastAdminProtection,
             message,
         });
     }
@@ -78,11 +78,11 @@ impl UsersApi {
         let (action, details) = if disabled {
             let revoked = sessions::revoke_user(tx.conn(), id, now).await?;
             (
-                "user.disabled",
+                Action::UserDisabled,
                 json!({ "revoked_refresh_tokens": revoked }),
             )
         } else {
-            ("user.enabled", json!({}))
+            (Action::UserEnabled, json!({}))
         };
         let event = Event::new(action, Actor::from(me), "user", id).details(details);
         audit::append(&mut tx, &ctx, now, event).await?;
@@ -172,7 +172,7 @@ impl UserService for UsersApi {
             users::ensure_other_admin(&admins, &before)?;
         }
         let after = users::set_roles(tx.conn(), id, &roles, now).await?;
-        let event = Event::new("user.roles_changed", Actor::from(me), "user", id)
+        let event = Event::new(Action::RolesChanged, Actor::from(me), "user", id)
             .details(json!({ "old_roles": before.role_names(), "new_roles": after.role_names() }));
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;
@@ -221,7 +221,7 @@ impl UserService for UsersApi {
             &mut tx,
             &ctx,
             now,
-            Event::new("user.unlocked", Actor::from(me), "user", id),
+            Event::new(Action::UserUnlocked, Actor::from(me), "user", id),
         )
         .await?;
         tx.commit().await?;

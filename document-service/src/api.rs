@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use shared::{
-    Error, Result,
-    audit::{self, Actor, Event},
+    Error, Reason, Result,
+    audit::{self, Action, Actor, Event},
     clock::Clock,
     db::Db,
     identity::{Identity, current_user, request_context},
@@ -78,18 +78,18 @@ impl DocumentApi {
                 .ok_or(Error::not_found("document"))?;
             if doc.owner_id == me.user_id {
                 return Err(Error::PermissionDenied {
-                    reason: "SELF_REVIEW",
+                    reason: Reason::SelfReview,
                     message: "you cannot review your own document",
                 });
             }
             return Err(Error::FailedPrecondition {
-                reason: "DOCUMENT_NOT_PENDING",
+                reason: Reason::DocumentNotPending,
                 message: "only a pending document can be reviewed",
             });
         };
         let (action, details) = match status {
-            DocStatus::Rejected => ("document.rejected", json!({ "reason": note })),
-            _ => ("document.verified", json!({ "note": note })),
+            DocStatus::Rejected => (Action::DocumentRejected, json!({ "reason": note })),
+            _ => (Action::DocumentVerified, json!({ "note": note })),
         };
         let event = Event::new(action, Actor::from(me), "document", id).details(details);
         audit::append(&mut tx, &ctx, now, event).await?;
@@ -112,7 +112,7 @@ fn visible_to(me: &Identity, doc: Option<Document>) -> Result<Document> {
 }
 
 const CHANGED_DURING_DOWNLOAD: Error = Error::Aborted {
-    reason: "DOCUMENT_CHANGED",
+    reason: Reason::DocumentChanged,
     message: "the document was deleted during the download",
 };
 
@@ -161,7 +161,7 @@ impl DocumentService for DocumentApi {
             seq += 1;
         }
         let event =
-            Event::new("document.uploaded", Actor::from(&me), "document", id).details(json!({
+            Event::new(Action::DocumentUploaded, Actor::from(&me), "document", id).details(json!({
                 "title": doc.title,
                 "filename": doc.filename,
                 "content_type": doc.content_type,
@@ -349,18 +349,18 @@ impl DocumentService for DocumentApi {
             let doc = visible_to(me, documents::by_id(tx.conn(), id).await?)?;
             if !(doc.owner_id == me.user_id && rights.own_pending) {
                 return Err(Error::PermissionDenied {
-                    reason: "PERMISSION_DENIED",
+                    reason: Reason::PermissionDenied,
                     message: "you may not delete this document",
                 }
                 .into());
             }
             return Err(Error::FailedPrecondition {
-                reason: "DOCUMENT_NOT_PENDING",
+                reason: Reason::DocumentNotPending,
                 message: "a reviewed document can only be deleted by an administrator",
             }
             .into());
         };
-        let event = Event::new("document.deleted", Actor::from(me), "document", id)
+        let event = Event::new(Action::DocumentDeleted, Actor::from(me), "document", id)
             .details(json!({ "status": doc.status, "sha256": doc.sha256 }));
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;

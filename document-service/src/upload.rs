@@ -7,7 +7,7 @@
 //! never holds a database transaction (on SQLite, the writer) open.
 
 use sha2::{Digest, Sha256};
-use shared::{Error, Result, proto::document::v1 as pb};
+use shared::{Error, Reason, Result, proto::document::v1 as pb};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tonic::Streaming;
@@ -99,7 +99,7 @@ pub struct Spooled {
 
 fn too_large() -> Error {
     Error::ResourceExhausted {
-        reason: "DOCUMENT_TOO_LARGE",
+        reason: Reason::DocumentTooLarge,
         message: "document exceeds the maximum size",
         retry_after: None,
     }

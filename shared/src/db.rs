@@ -360,6 +360,51 @@ fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))
 }
 
+/// A unique constraint as both dialects name it in a violation: PostgreSQL
+/// by the constraint's name, SQLite by its columns (`UNIQUE constraint
+/// failed: users.email`). Migrations name constraints, so each maps to one
+/// domain error ([`OnConstraint`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Unique {
+    pub name: &'static str,
+    /// `table.column[, table.column]` as SQLite spells them.
+    pub columns: &'static str,
+}
+
+impl Unique {
+    fn violated_by(&self, e: &sqlx::Error) -> bool {
+        let Some(db) = e.as_database_error() else {
+            return false;
+        };
+        db.is_unique_violation()
+            && match db.constraint() {
+                Some(name) => name == self.name,
+                None => db
+                    .message()
+                    .strip_prefix("UNIQUE constraint failed: ")
+                    .is_some_and(|columns| columns == self.columns),
+            }
+    }
+}
+
+/// Turns the violation of one named constraint into its domain error; any
+/// other database failure converts as usual.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, constraint: Unique, error: impl FnOnce() -> Error) -> Result<T>;
+}
+
+impl<T> OnConstraint<T> for std::result::Result<T, sqlx::Error> {
+    fn on_constraint(self, constraint: Unique, error: impl FnOnce() -> Error) -> Result<T> {
+        self.map_err(|e| {
+            if constraint.violated_by(&e) {
+                error()
+            } else {
+                Error::from(e)
+            }
+        })
+    }
+}
+
 /// A point in time with microsecond precision (what PostgreSQL keeps), so a
 /// value reads back exactly as written and hashes the same afterwards.
 /// PostgreSQL stores it as TIMESTAMPTZ, SQLite as INTEGER microseconds (which,

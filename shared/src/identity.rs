@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use uuid::Uuid;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, Reason, Result},
     policy::{Permission, Permissions, Role},
 };
 
@@ -88,7 +88,7 @@ pub fn current_user<T>(request: &tonic::Request<T>) -> Result<&Identity> {
         .extensions()
         .get::<Identity>()
         .ok_or(Error::Unauthenticated {
-            reason: "UNAUTHENTICATED",
+            reason: Reason::Unauthenticated,
             message: "authentication required",
         })
 }

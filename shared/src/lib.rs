@@ -3,6 +3,7 @@
 //! helpers. See `shared/DESIGN.md` for the invariants these modules keep.
 
 pub mod audit;
+mod catalogue;
 pub mod client;
 pub mod clock;
 pub mod codec;
@@ -22,4 +23,4 @@ pub mod token;
 pub mod validate;
 pub mod verifier;
 
-pub use error::{Error, Result};
+pub use error::{Error, Reason, Result};

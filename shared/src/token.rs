@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{db::Timestamp, error::Error, identity::Identity, policy::Role};
+use crate::{db::Timestamp, error::{Error, Reason}, identity::Identity, policy::Role};
 
 pub const ISSUER: &str = "docverify-auth";
 pub const AUDIENCE: &str = "docverify";
@@ -77,7 +77,7 @@ pub enum TokenError {
 
 /// The one answer to any refused access token, whatever the reason.
 pub const INVALID_TOKEN: Error = Error::Unauthenticated {
-    reason: "INVALID_TOKEN",
+    reason: Reason::InvalidToken,
     message: "invalid or expired access token",
 };
 

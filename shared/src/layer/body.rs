@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tonic::body::Body;
 
 use crate::{
-    error::Error,
+    error::{Error, Reason},
     identity::REQUEST_ID,
     metrics::{CallLabels, METRICS, MethodLabels},
 };
@@ -179,11 +179,11 @@ struct WatchState {
 }
 
 const STALLED: Error = Error::DeadlineExceeded {
-    reason: "STREAM_STALLED",
+    reason: Reason::StreamStalled,
     message: "the stream was not read for longer than the server's idle timeout",
 };
 const TOO_OLD: Error = Error::DeadlineExceeded {
-    reason: "STREAM_LIFETIME_EXCEEDED",
+    reason: Reason::StreamLifetimeExceeded,
     message: "the stream reached the server's maximum lifetime; open a new one",
 };
 

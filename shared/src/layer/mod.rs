@@ -47,11 +47,11 @@ use self::{
     windows::{WINDOW, Windows, refusal},
 };
 use crate::{
-    audit::{self, Actor, Event},
+    audit::{self, Action, Actor, Event},
     clock::Clock,
     config::ServerConfig,
     db::Db,
-    error::Error,
+    error::{Error, Reason},
     identity::{Identity, REQUEST_ID, RequestContext},
     metrics::{METRICS, ServiceLabels},
     policy::{self, Access, UNKNOWN_METHOD},
@@ -272,7 +272,7 @@ where
 
 /// The answer when the unary budget is full.
 const OVERLOADED: Error = Error::ResourceExhausted {
-    reason: "OVERLOADED",
+    reason: Reason::Overloaded,
     message: "the service is at capacity; retry shortly",
     retry_after: Some(SHED_RETRY),
 };
@@ -305,14 +305,14 @@ impl Shared {
         method: Option<policy::Method>,
     ) -> Result<(), Error> {
         let policy::Method { path, access, .. } = method.ok_or(Error::PermissionDenied {
-            reason: "METHOD_NOT_ALLOWED",
+            reason: Reason::MethodNotAllowed,
             message: "this method is not open to any caller",
         })?;
         if access == Access::Public {
             return Ok(());
         }
         let token = bearer(req.headers()).ok_or(Error::Unauthenticated {
-            reason: "MISSING_TOKEN",
+            reason: Reason::MissingToken,
             message: "authorization: Bearer <access token> required",
         })?;
         let identity = self
@@ -323,7 +323,7 @@ impl Shared {
         if !access.allows(identity.permissions()) {
             self.record_denial(&identity, path, ctx).await;
             return Err(Error::PermissionDenied {
-                reason: "PERMISSION_DENIED",
+                reason: Reason::PermissionDenied,
                 message: "your roles do not allow this method",
             });
         }
@@ -346,7 +346,7 @@ impl Shared {
                     email: String::new(),
                 };
                 let details = json!({ "method": method, "limit": description });
-                refusal("auth.rate_limited", actor, method, details)
+                refusal(Action::RateLimited, actor, method, details)
             };
             let now = self.clock.now();
             for event in self.rate_limited.note(key, event, &ctx.request_id, now) {
@@ -359,7 +359,7 @@ impl Shared {
     async fn record_denial(&self, identity: &Identity, method: &'static str, ctx: &RequestContext) {
         let event = || {
             let details = json!({ "method": method });
-            refusal("authz.denied", Actor::from(identity), method, details)
+            refusal(Action::AccessDenied, Actor::from(identity), method, details)
         };
         let now = self.clock.now();
         let key = (identity.user_id, method);
@@ -372,7 +372,7 @@ impl Shared {
         let action = event.action;
         // The caller is refused either way; a lost audit row is logged loudly.
         if let Err(e) = audit::record(&self.db, ctx, self.clock.now(), event).await {
-            tracing::error!(error = %e, action, "could not record a refusal");
+            tracing::error!(error = %e, %action, "could not record a refusal");
         }
     }
 }

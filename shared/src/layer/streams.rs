@@ -21,7 +21,7 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::Error;
+use crate::error::{Error, Reason};
 
 /// How long a caller refused for a full streaming budget is told to wait.
 const STREAMS_RETRY: Duration = Duration::from_secs(1);
@@ -72,7 +72,7 @@ impl Drop for StreamSlot {
 }
 
 const TOO_MANY_STREAMS: Error = Error::ResourceExhausted {
-    reason: "TOO_MANY_STREAMS",
+    reason: Reason::TooManyStreams,
     message: "too many streaming calls in progress on this service or connection; retry shortly",
     retry_after: Some(STREAMS_RETRY),
 };

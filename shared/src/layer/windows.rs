@@ -17,7 +17,7 @@ use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
 use serde_json::json;
 
 use crate::{
-    audit::{Actor, Event, Outcome},
+    audit::{Action, Actor, Event, Outcome},
     db::Timestamp,
 };
 
@@ -68,7 +68,7 @@ fn summary(window: Window) -> Event {
 
 /// A refusal's event: denied, by `actor`, on `target`.
 pub fn refusal(
-    action: &'static str,
+    action: Action,
     actor: Actor,
     method: &str,
     details: serde_json::Value,

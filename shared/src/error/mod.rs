@@ -12,6 +12,9 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::identity::current_request_id;
 
+mod reason;
+pub use reason::Reason;
+
 /// The `google.rpc.ErrorInfo` domain of every docverify error.
 pub const ERROR_DOMAIN: &str = "docverify";
 
@@ -24,13 +27,13 @@ pub enum Error {
     /// UNAUTHENTICATED: no, bad or expired credentials.
     #[error("{message}")]
     Unauthenticated {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
     },
     /// PERMISSION_DENIED: authenticated, but not allowed.
     #[error("{message}")]
     PermissionDenied {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
     },
     /// NOT_FOUND: missing, or not visible to this caller.
@@ -39,27 +42,27 @@ pub enum Error {
     /// ALREADY_EXISTS.
     #[error("{message}")]
     AlreadyExists {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
     },
     /// FAILED_PRECONDITION: the state does not allow this change.
     #[error("{message}")]
     FailedPrecondition {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
     },
     /// ABORTED: a concurrent change got in the way (a document deleted
     /// during its download); retrying the whole operation may work.
     #[error("{message}")]
     Aborted {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
     },
     /// DEADLINE_EXCEEDED: a bound on time ran out (a stream the client
     /// stopped reading).
     #[error("{message}")]
     DeadlineExceeded {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
     },
     /// INVALID_ARGUMENT with one `BadRequest` field violation per bad field.
@@ -68,7 +71,7 @@ pub enum Error {
     /// RESOURCE_EXHAUSTED, with `RetryInfo` when waiting helps.
     #[error("{message}")]
     ResourceExhausted {
-        reason: &'static str,
+        reason: Reason,
         message: &'static str,
         retry_after: Option<Duration>,
     },
@@ -131,7 +134,7 @@ impl Error {
     }
 
     /// The `ErrorInfo` reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             Self::Unauthenticated { reason, .. }
             | Self::PermissionDenied { reason, .. }
@@ -139,12 +142,12 @@ impl Error {
             | Self::FailedPrecondition { reason, .. }
             | Self::Aborted { reason, .. }
             | Self::DeadlineExceeded { reason, .. }
-            | Self::ResourceExhausted { reason, .. } => reason,
-            Self::NotFound { .. } => "NOT_FOUND",
-            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) => "UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL",
+            | Self::ResourceExhausted { reason, .. } => *reason,
+            Self::NotFound { .. } => Reason::NotFound,
+            Self::InvalidArgument(_) => Reason::InvalidArgument,
+            Self::RateLimited { .. } => Reason::RateLimited,
+            Self::Unavailable(_) => Reason::Unavailable,
+            Self::Internal(_) => Reason::Internal,
         }
     }
 }
@@ -154,7 +157,7 @@ impl From<Error> for tonic::Status {
         let request_id = current_request_id().unwrap_or_default();
         let mut details = ErrorDetails::new();
         details.set_error_info(
-            error.reason(),
+            error.reason().as_str(),
             ERROR_DOMAIN,
             std::collections::HashMap::new(),
         );
@@ -252,7 +255,7 @@ mod tests {
         let cases = [
             (
                 Error::Unauthenticated {
-                    reason: "INVALID_TOKEN",
+                    reason: Reason::InvalidToken,
                     message: "m",
                 },
                 Code::Unauthenticated,
@@ -260,7 +263,7 @@ mod tests {
             ),
             (
                 Error::PermissionDenied {
-                    reason: "PERMISSION_DENIED",
+                    reason: Reason::PermissionDenied,
                     message: "m",
                 },
                 Code::PermissionDenied,
@@ -269,7 +272,7 @@ mod tests {
             (Error::not_found("document"), Code::NotFound, "NOT_FOUND"),
             (
                 Error::AlreadyExists {
-                    reason: "EMAIL_TAKEN",
+                    reason: Reason::EmailTaken,
                     message: "m",
                 },
                 Code::AlreadyExists,
@@ -277,7 +280,7 @@ mod tests {
             ),
             (
                 Error::FailedPrecondition {
-                    reason: "DOCUMENT_NOT_PENDING",
+                    reason: Reason::DocumentNotPending,
                     message: "m",
                 },
                 Code::FailedPrecondition,
@@ -290,7 +293,7 @@ mod tests {
             ),
             (
                 Error::ResourceExhausted {
-                    reason: "LOGIN_THROTTLED",
+                    reason: Reason::LoginThrottled,
                     message: "m",
                     retry_after: Some(Duration::from_secs(60)),
                 },

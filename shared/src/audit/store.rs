@@ -1,115 +1,22 @@
-//! The audit trail: append-only, hash-chained, written in the same
-//! transaction as the change it records.
-//!
-//! Threat model: someone with database access edits, inserts or deletes audit
-//! rows to hide what was done. Triggers refuse UPDATE, DELETE (and, in
-//! PostgreSQL, TRUNCATE) on `audit_events`, and the service refuses to start
-//! when they are missing. Each row's `hash` is SHA-256 over the previous
-//! row's hash and this row's fields in a fixed, length-prefixed encoding, so
-//! an edit, insertion or deletion that got past the triggers breaks the chain
-//! at that row, and `VerifyAuditChain` names it. Writers serialise on the
-//! single-row `audit_head` (an UPDATE takes its row lock), which keeps the
-//! sequence gapless and the chain linear under concurrency; a rolled-back
-//! transaction takes its event and its sequence number with it.
+//! The trail's store: appending in the caller's transaction, the
+//! append-only triggers' check, and the chain's verification.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::{Event, Outcome};
 use crate::{
     db::{Db, Dialect, Timestamp, Tx},
     error::{Error, Result},
-    identity::{Identity, RequestContext, current_user},
+    identity::RequestContext,
     on_dialect,
-    page::{PageTokens, page_size},
-    proto::audit::v1::{self as pb, AuditOutcome, audit_service_server::AuditService},
-    validate,
+    proto::audit::v1 as pb,
 };
 
 const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const VERIFY_BATCH: i64 = 1000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Denied,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Denied => "denied",
-            Outcome::Failed => "failed",
-        }
-    }
-
-    fn to_proto(s: &str) -> AuditOutcome {
-        match s {
-            "success" => AuditOutcome::Success,
-            "denied" => AuditOutcome::Denied,
-            "failed" => AuditOutcome::Failed,
-            _ => AuditOutcome::Unspecified,
-        }
-    }
-}
-
-/// Who did it: a user, or an anonymous caller named by what they claimed.
-#[derive(Debug, Clone, Default)]
-pub struct Actor {
-    pub id: Option<Uuid>,
-    pub email: String,
-}
-
-impl From<&Identity> for Actor {
-    fn from(identity: &Identity) -> Self {
-        Self {
-            id: Some(identity.user_id),
-            email: identity.email.clone(),
-        }
-    }
-}
-
-/// One event to append. `details` must hold no secret.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub action: &'static str,
-    pub actor: Actor,
-    pub target_type: &'static str,
-    pub target_id: String,
-    pub outcome: Outcome,
-    pub details: Value,
-}
-
-impl Event {
-    pub fn new(
-        action: &'static str,
-        actor: Actor,
-        target_type: &'static str,
-        target_id: impl ToString,
-    ) -> Self {
-        Self {
-            action,
-            actor,
-            target_type,
-            target_id: target_id.to_string(),
-            outcome: Outcome::Success,
-            details: Value::Object(Default::default()),
-        }
-    }
-
-    pub fn outcome(mut self, outcome: Outcome) -> Self {
-        self.outcome = outcome;
-        self
-    }
-
-    pub fn details(mut self, details: Value) -> Self {
-        self.details = details;
-        self
-    }
-}
 
 /// A stored audit row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -160,7 +67,7 @@ impl Record {
         hex(&h.finalize())
     }
 
-    fn to_proto(&self) -> pb::AuditEvent {
+    pub(super) fn to_proto(&self) -> pb::AuditEvent {
         pb::AuditEvent {
             sequence: self.sequence,
             id: self.id.to_string(),
@@ -203,7 +110,7 @@ pub async fn append(tx: &mut Tx, ctx: &RequestContext, now: Timestamp, event: Ev
         occurred_at: now,
         actor_id: event.actor.id,
         actor_email: event.actor.email,
-        action: event.action.to_owned(),
+        action: event.action.as_str().to_owned(),
         target_type: event.target_type.to_owned(),
         target_id: event.target_id,
         outcome: event.outcome.as_str().to_owned(),
@@ -348,124 +255,3 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport> {
     })
 }
 
-/// `docverify.audit.v1.AuditService` over one service's trail.
-#[derive(Debug, Clone)]
-pub struct AuditApi {
-    db: Db,
-    tokens: PageTokens,
-}
-
-impl AuditApi {
-    pub fn new(db: Db, tokens: PageTokens) -> Self {
-        Self { db, tokens }
-    }
-}
-
-struct ListFilter {
-    actor_id: Option<Uuid>,
-    action: Option<String>,
-    target_id: Option<String>,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-}
-
-impl ListFilter {
-    fn parse(req: &pb::ListAuditEventsRequest) -> Result<Self> {
-        let mut v = validate::Violations::default();
-        let actor_id = if req.actor_id.is_empty() {
-            None
-        } else {
-            v.check(validate::uuid("actor_id", &req.actor_id))
-        };
-        let action = v.check(validate::text("action", &req.action, false, 100));
-        let target_id = v.check(validate::text("target_id", &req.target_id, false, 200));
-        let since = req.since.as_ref().map(Timestamp::from_proto);
-        let until = req.until.as_ref().map(Timestamp::from_proto);
-        v.into_result()?;
-        Ok(Self {
-            actor_id,
-            action: action.filter(|s| !s.is_empty()),
-            target_id: target_id.filter(|s| !s.is_empty()),
-            since,
-            until,
-        })
-    }
-
-    /// Binds a page token to the filters it was issued for.
-    fn scope(&self, caller: Uuid) -> String {
-        format!(
-            "audit|{caller}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            self.actor_id,
-            self.action,
-            self.target_id,
-            self.since.map(Timestamp::unix_micros),
-            self.until.map(Timestamp::unix_micros)
-        )
-    }
-}
-
-#[tonic::async_trait]
-impl AuditService for AuditApi {
-    #[tracing::instrument(skip_all)]
-    async fn list_audit_events(
-        &self,
-        request: tonic::Request<pb::ListAuditEventsRequest>,
-    ) -> Result<tonic::Response<pb::ListAuditEventsResponse>, tonic::Status> {
-        let caller = current_user(&request)?.user_id;
-        let req = request.get_ref();
-        let filter = ListFilter::parse(req)?;
-        let size = page_size(req.page_size)?;
-        let scope = filter.scope(caller);
-        let before = match self.tokens.open(&scope, &req.page_token)? {
-            Some(cursor) => i64::from_be_bytes(
-                cursor
-                    .try_into()
-                    .map_err(|_| Error::invalid("page_token", "malformed"))?,
-            ),
-            None => i64::MAX,
-        };
-        let sql = "SELECT sequence, id, occurred_at, actor_id, actor_email, action, target_type, \
-                   target_id, outcome, request_id, client_addr, details, prev_hash, hash \
-                   FROM audit_events WHERE sequence < $1 \
-                   AND ($2 IS NULL OR actor_id = $2) AND ($3 IS NULL OR action = $3) \
-                   AND ($4 IS NULL OR target_id = $4) AND ($5 IS NULL OR occurred_at >= $5) \
-                   AND ($6 IS NULL OR occurred_at < $6) \
-                   ORDER BY sequence DESC LIMIT $7";
-        let mut rows: Vec<Record> = on_dialect!(self.db.reader(), p => sqlx::query_as(sql)
-            .bind(before)
-            .bind(filter.actor_id)
-            .bind(&filter.action)
-            .bind(&filter.target_id)
-            .bind(filter.since)
-            .bind(filter.until)
-            .bind(i64::from(size) + 1)
-            .fetch_all(p)
-            .await
-            .map_err(Error::from)?);
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|r| self.tokens.seal(&scope, &r.sequence.to_be_bytes()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(tonic::Response::new(pb::ListAuditEventsResponse {
-            events: rows.iter().map(Record::to_proto).collect(),
-            next_page_token,
-        }))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn verify_audit_chain(
-        &self,
-        _request: tonic::Request<pb::VerifyAuditChainRequest>,
-    ) -> Result<tonic::Response<pb::VerifyAuditChainResponse>, tonic::Status> {
-        let report = verify_chain(&self.db).await?;
-        Ok(tonic::Response::new(pb::VerifyAuditChainResponse {
-            valid: report.valid,
-            events_checked: report.events_checked,
-            first_invalid_sequence: report.first_invalid_sequence,
-        }))
-    }
-}
