@@ -12,6 +12,7 @@
 //! and is audited.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use shared::{
     Error, Result,
@@ -33,7 +34,7 @@ const ADMIN_NAME: &str = "Administrator";
 
 /// What [`ensure_admin`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Created,
     Promoted,
     AlreadyAdmin,
@@ -41,7 +42,7 @@ pub enum Outcome {
     AdminExists,
 }
 
-pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
+pub(crate) async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
     if users::admin_exists(state.db.read().await?.conn()).await? {
         return Ok(());
     }
@@ -51,7 +52,9 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
     ) {
         (Some(email), Some(password)) => {
             let email = Email::parse("BOOTSTRAP_ADMIN_EMAIL", email)?;
-            let password = NewPassword::parse("BOOTSTRAP_ADMIN_PASSWORD", password, Some(&email))?;
+            let password =
+                NewPassword::parse("BOOTSTRAP_ADMIN_PASSWORD", password.expose_secret())?
+                    .not_email("BOOTSTRAP_ADMIN_PASSWORD", &email)?;
             let outcome = ensure_admin(
                 state,
                 &email,
@@ -75,10 +78,7 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
             let outcome = ensure_admin(
                 state,
                 &email,
-                (
-                    "password",
-                    &NewPassword::parse("password", &password, Some(&email))?,
-                ),
+                ("password", &NewPassword::parse("password", &password)?),
                 Promote {
                     allowed: false,
                     setting: "BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true",
@@ -104,7 +104,7 @@ pub async fn bootstrap_admin(state: &State, config: &Config) -> Result<()> {
 /// Whether an existing non-admin account may be promoted, and the setting
 /// that allows it (named in the refusal).
 #[derive(Debug, Clone, Copy)]
-pub struct Promote {
+pub(crate) struct Promote {
     pub allowed: bool,
     pub setting: &'static str,
 }
@@ -114,7 +114,7 @@ pub struct Promote {
 /// (checked again under the lock: another replica may have just made one).
 /// The password meets the same policy as Register's (`field` names the
 /// setting in the refusal).
-pub async fn ensure_admin(
+pub(crate) async fn ensure_admin(
     state: &State,
     email: &Email,
     (field, password): (&'static str, &NewPassword),
@@ -197,13 +197,14 @@ pub async fn ensure_admin(
 pub async fn create_admin(
     config: &Config,
     email: &str,
-    password: &str,
+    password: &SecretString,
     promote_existing: bool,
 ) -> Result<()> {
     let db = crate::migrate(config).await?;
     let state = State::build(config, db.clone()).await?;
     let email = Email::parse("email", email)?;
-    let password = NewPassword::parse("password", password, Some(&email))?;
+    let password =
+        NewPassword::parse("password", password.expose_secret())?.not_email("password", &email)?;
     let promote = Promote {
         allowed: promote_existing,
         setting: "--promote-existing",

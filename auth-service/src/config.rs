@@ -2,10 +2,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use secrecy::SecretString;
+
 use shared::{
     clock::Clock,
-    config::ServerConfig,
-    db::PoolConfig,
+    config::{ServerConfig, duration},
     layer::limits::{ClientLimits, LimitSpec},
 };
 
@@ -85,9 +86,10 @@ pub struct Config {
         long = "auth-bootstrap-admin-password",
         env = "BOOTSTRAP_ADMIN_PASSWORD",
         hide_env_values = true,
-        requires = "auth_bootstrap_admin_email"
+        requires = "auth_bootstrap_admin_email",
+        value_parser = secret
     )]
-    pub bootstrap_admin_password: Option<String>,
+    pub bootstrap_admin_password: Option<SecretString>,
 
     /// Maximum database connections.
     #[arg(
@@ -192,14 +194,13 @@ impl Config {
             .collect();
         ClientLimits::new(&limits, self.rate_limit_exempt.clone())
     }
-
-    pub fn pool(&self) -> PoolConfig {
-        self.server.pool(self.db_max_connections)
-    }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    shared::config::duration(s)
+shared::service_config!(Config, crate::SERVICE, crate::serve);
+
+/// A password from the command line or the environment, kept out of `Debug`.
+pub fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(s.into())
 }
 
 fn limit(s: &str) -> Result<LimitSpec, String> {

@@ -28,7 +28,7 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use shared::{Error, Reason, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::fields::{Email, NewPassword};
+use crate::fields::{Email, NewPassword, Password};
 
 /// zxcvbn score below which a password counts as commonly used or guessable
 /// (3 = "safely unguessable": about 10^8 guesses and up).
@@ -39,7 +39,7 @@ const BUSY_RETRY: Duration = Duration::from_millis(500);
 type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Clone)]
-pub struct Hasher {
+pub(crate) struct Hasher {
     queue: mpsc::Sender<Job>,
     workers: usize,
     dummy: Arc<str>,
@@ -51,7 +51,7 @@ pub struct Hasher {
 /// A place in the hashing queue for one request (its strength check and
 /// hash, or its verification); given back when dropped.
 #[derive(Debug)]
-pub struct HashPermit {
+pub(crate) struct HashPermit {
     _permit: OwnedSemaphorePermit,
 }
 
@@ -68,7 +68,7 @@ impl Hasher {
     /// Starts `workers` hashing threads, with room for `capacity` hashing
     /// requests at once (running and queued); the threads end when the last
     /// `Hasher` clone is dropped.
-    pub async fn new(workers: usize, capacity: usize) -> Result<Self> {
+    pub(crate) async fn new(workers: usize, capacity: usize) -> Result<Self> {
         let workers = workers.max(1);
         let (queue, jobs) = mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -108,7 +108,7 @@ impl Hasher {
     }
 
     /// A place in the queue, or RESOURCE_EXHAUSTED at once when it is full.
-    pub fn reserve(&self) -> Result<HashPermit> {
+    pub(crate) fn reserve(&self) -> Result<HashPermit> {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => Ok(HashPermit { _permit: permit }),
             Err(_) => Err(Error::ResourceExhausted {
@@ -135,25 +135,31 @@ impl Hasher {
         result.await.map_err(Error::internal)
     }
 
-    pub async fn hash(&self, _permit: &HashPermit, password: &NewPassword) -> Result<String> {
-        let password = password.expose().to_owned();
-        self.run(move || hash_blocking(password.as_bytes())).await?
+    pub(crate) async fn hash(
+        &self,
+        _permit: &HashPermit,
+        password: &NewPassword,
+    ) -> Result<String> {
+        let password = password.clone();
+        self.run(move || hash_blocking(password.expose().as_bytes()))
+            .await?
     }
 
     /// Whether `password` matches `phc`; with no stored hash (unknown email)
     /// the dummy hash is checked instead and the answer is always false.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         _permit: &HashPermit,
-        password: String,
+        password: &Password,
         phc: Option<String>,
     ) -> Result<bool> {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
+        let password = password.clone();
         let matched = self
             .run(move || {
                 Argon2::default()
-                    .verify_password(password.as_bytes(), phc.as_str())
+                    .verify_password(password.expose().as_bytes(), phc.as_str())
                     .is_ok()
             })
             .await?;
@@ -163,7 +169,7 @@ impl Hasher {
     /// Refuses commonly used or easily guessed passwords (zxcvbn's
     /// dictionaries of common passwords, names and words, plus the user's
     /// own email and name).
-    pub async fn check_strength(
+    pub(crate) async fn check_strength(
         &self,
         _permit: &HashPermit,
         field: &'static str,
@@ -171,7 +177,7 @@ impl Hasher {
         email: &Email,
         display_name: &str,
     ) -> Result<()> {
-        let password = password.expose().to_owned();
+        let password = password.clone();
         let inputs = [
             email.as_str().to_owned(),
             email
@@ -185,7 +191,7 @@ impl Hasher {
         let score = self
             .run(move || {
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                u8::from(zxcvbn::zxcvbn(&password, &inputs).score())
+                u8::from(zxcvbn::zxcvbn(password.expose(), &inputs).score())
             })
             .await?;
         if score < MIN_STRENGTH {

@@ -5,16 +5,15 @@ use std::{sync::Arc, time::Duration};
 use shared::{
     Result,
     clock::Clock,
-    db::{Db, Timestamp},
+    db::Db,
     page::PageTokens,
-    token::{AUDIENCE, AccessClaims, ISSUER, VerifiedTokens},
+    token::{AccessClaims, VerifiedTokens},
 };
-use uuid::Uuid;
 
-use crate::{config::Config, password::Hasher, signing::SigningKeys, users::User};
+use crate::{config::Config, password::Hasher, token::keys::SigningKeys};
 
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     pub db: Db,
     pub clock: Clock,
     pub keys: Arc<SigningKeys>,
@@ -30,7 +29,7 @@ pub struct State {
 }
 
 impl State {
-    pub async fn build(config: &Config, db: Db) -> Result<Self> {
+    pub(crate) async fn build(config: &Config, db: Db) -> Result<Self> {
         let now = config.clock.now();
         let keys = Arc::new(SigningKeys::load(&config.signing_key_files, &db, now).await?);
         let workers = config
@@ -51,23 +50,6 @@ impl State {
                 config.address_max_lock,
             ),
             verified_tokens: VerifiedTokens::default(),
-        })
-    }
-
-    /// Signs an access token for `user` at `now`.
-    pub fn access_token(&self, user: &User, now: Timestamp) -> Result<String> {
-        let iat = now.unix_seconds();
-        self.keys.sign(&AccessClaims {
-            iss: ISSUER.to_owned(),
-            aud: AUDIENCE.to_owned(),
-            sub: user.id.to_string(),
-            email: user.email.clone(),
-            roles: user.role_names(),
-            iat,
-            nbf: iat,
-            exp: iat + self.access_ttl.as_secs() as i64,
-            jti: Uuid::now_v7().to_string(),
-            tgen: user.token_generation,
         })
     }
 }

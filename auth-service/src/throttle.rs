@@ -33,14 +33,14 @@ use shared::{
 /// How many consecutive failures a key is allowed, and how long it then
 /// waits (`base`, doubling per further failure, at most `max`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub max_failures: i64,
     pub base: Duration,
     pub max: Duration,
 }
 
 /// Per email: 5 failures, then 1 minute doubling up to 15 minutes.
-pub const EMAIL: Policy = Policy {
+pub(crate) const EMAIL: Policy = Policy {
     max_failures: 5,
     base: Duration::from_secs(60),
     max: Duration::from_secs(15 * 60),
@@ -49,7 +49,7 @@ pub const EMAIL: Policy = Policy {
 /// Per client address, across any emails: against password spraying. The
 /// cap is short, so that a user behind the same address who types the right
 /// password once (which resets the address) is not locked out for long.
-pub fn address_policy(max_failures: i64, max: Duration) -> Policy {
+pub(crate) fn address_policy(max_failures: i64, max: Duration) -> Policy {
     Policy {
         max_failures: max_failures.max(1),
         base: Duration::from_secs(30).min(max),
@@ -59,20 +59,20 @@ pub fn address_policy(max_failures: i64, max: Duration) -> Policy {
 
 /// The throttle key of a client address (IPv6 by /64). Emails cannot hold a
 /// space, so the two kinds of key never collide in one table.
-pub fn address_key(ip: std::net::IpAddr) -> String {
+pub(crate) fn address_key(ip: std::net::IpAddr) -> String {
     format!("address {}", shared::client::limit_key(ip))
 }
 /// A claim that loses this many races in a row is told to retry shortly.
 const MAX_RACES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     Allowed,
     Throttled { retry_after: Duration },
 }
 
 /// The lock after `failures` consecutive failures, if any.
-pub fn delay(policy: Policy, failures: i64) -> Option<Duration> {
+pub(crate) fn delay(policy: Policy, failures: i64) -> Option<Duration> {
     let over = failures - policy.max_failures;
     (over >= 0).then(|| {
         let factor = 1u32.checked_shl(over.min(16) as u32).unwrap_or(u32::MAX);
@@ -130,7 +130,8 @@ const SELECT: &str = "SELECT failures, locked_until, version, refused, refused_f
 /// Claims one password check for `email`, or says how long to wait. A
 /// refused attempt costs one single-row UPDATE (counted for the window's
 /// audit event), never a hash or an audit row of its own.
-pub async fn claim(
+#[tracing::instrument(level = "debug", skip(db, ctx))]
+pub(crate) async fn claim(
     db: &Db,
     ctx: &RequestContext,
     email: &str,
@@ -187,7 +188,8 @@ pub async fn claim(
 /// Refuses (counting the refusal for the window's event) while `key` is
 /// locked, without claiming anything: an attempt that goes on to be
 /// refused elsewhere is then not a failure of `key`'s.
-pub async fn refuse_if_locked(
+#[tracing::instrument(level = "debug", skip(db, ctx))]
+pub(crate) async fn refuse_if_locked(
     db: &Db,
     ctx: &RequestContext,
     key: &str,
@@ -223,7 +225,13 @@ async fn count_refusal(
 
 /// After a successful login, a password change or an unlock: the failures
 /// were not consecutive after all. Closes the lock window's audit record.
-pub async fn reset(tx: &mut Tx, ctx: &RequestContext, email: &str, now: Timestamp) -> Result<()> {
+#[tracing::instrument(level = "debug", skip(tx, ctx))]
+pub(crate) async fn reset(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    email: &str,
+    now: Timestamp,
+) -> Result<()> {
     let sql = "DELETE FROM login_throttle WHERE email = $1 RETURNING failures, locked_until, \
                version, refused, refused_first_request, refused_last_request";
     let row: Option<Row> =
@@ -236,7 +244,8 @@ pub async fn reset(tx: &mut Tx, ctx: &RequestContext, email: &str, now: Timestam
 
 /// Closes the audit record of lock windows that ended with nobody trying
 /// again (the next claim or a reset closes the others); run periodically.
-pub async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
+#[tracing::instrument(level = "debug", skip(db))]
+pub(crate) async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
     let expired =
         "SELECT email FROM login_throttle WHERE refused > 0 AND locked_until <= $1 LIMIT 100";
     let close = "UPDATE login_throttle SET refused = 0, refused_first_request = NULL, \
@@ -276,7 +285,7 @@ pub async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<usize> {
 const WINDOW_SWEEP: Duration = Duration::from_secs(2);
 
 /// Runs [`close_expired_windows`] every [`WINDOW_SWEEP`] until aborted.
-pub fn spawn_window_sweep(db: Db, clock: Clock) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_window_sweep(db: Db, clock: Clock) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(WINDOW_SWEEP).await;

@@ -2,6 +2,7 @@
 
 use shared::{
     Error, Reason, Result,
+    audit::Actor,
     db::{Conn, OnConstraint, Timestamp, Unique},
     on_dialect,
     policy::Role,
@@ -58,6 +59,15 @@ impl User {
     }
 }
 
+impl From<&User> for Actor {
+    fn from(user: &User) -> Self {
+        Self {
+            id: Some(user.id),
+            email: user.email.clone(),
+        }
+    }
+}
+
 fn names(roles: &[Role]) -> Json<Vec<String>> {
     let mut names: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
     names.sort();
@@ -65,7 +75,7 @@ fn names(roles: &[Role]) -> Json<Vec<String>> {
     Json(names)
 }
 
-pub struct NewUser<'a> {
+pub(crate) struct NewUser<'a> {
     pub email: &'a str,
     pub display_name: &'a str,
     pub password_hash: &'a str,
@@ -80,7 +90,8 @@ const EMAIL_KEY: Unique = Unique {
 
 /// Inserts a user; a taken email is ALREADY_EXISTS through the unique
 /// constraint (no racy look-up first).
-pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<User> {
+#[tracing::instrument(level = "debug", skip(c, user))]
+pub(crate) async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<User> {
     let sql = concat!(
         "INSERT INTO users (id, email, display_name, password_hash, roles, disabled, token_generation, session_epoch, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, FALSE, 0, 0, $6, $6) RETURNING ",
         columns!()
@@ -100,12 +111,14 @@ pub async fn insert(c: Conn<'_>, user: NewUser<'_>, now: Timestamp) -> Result<Us
     })
 }
 
-pub async fn by_email(c: Conn<'_>, email: &str) -> Result<Option<User>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn by_email(c: Conn<'_>, email: &str) -> Result<Option<User>> {
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
     Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(email).fetch_optional(c).await?))
 }
 
-pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
     Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await?))
 }
@@ -113,7 +126,8 @@ pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
 /// The user, its row locked until the transaction ends (SQLite's one
 /// writer serialises transactions already): what a check-then-act on the
 /// user reads.
-pub async fn lock(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn lock(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
     let sqlite = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
     let postgres = concat!(
         "SELECT ",
@@ -132,7 +146,8 @@ pub async fn lock(c: Conn<'_>, id: Uuid) -> Result<Option<User>> {
 /// order, before any other user row, so that two admins demoting or
 /// disabling each other at once queue instead of deadlocking, and the second
 /// sees the first's change).
-pub async fn lock_admins(c: Conn<'_>) -> Result<Vec<Uuid>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn lock_admins(c: Conn<'_>) -> Result<Vec<Uuid>> {
     let admin = Role::ADMIN.as_str();
     Ok(match c {
         shared::db::Dialect::Sqlite(c) => {
@@ -156,7 +171,7 @@ pub async fn lock_admins(c: Conn<'_>) -> Result<Vec<Uuid>> {
 }
 
 /// Refuses to take the last enabled admin away (`admins` from [`lock_admins`]).
-pub fn ensure_other_admin(admins: &[Uuid], target: &User) -> Result<()> {
+pub(crate) fn ensure_other_admin(admins: &[Uuid], target: &User) -> Result<()> {
     if target.is_admin() && !admins.iter().any(|a| *a != target.id) {
         return Err(Error::FailedPrecondition {
             reason: Reason::LastAdminProtection,
@@ -167,7 +182,8 @@ pub fn ensure_other_admin(admins: &[Uuid], target: &User) -> Result<()> {
 }
 
 /// Newest first, after the `before` cursor.
-pub async fn list(c: Conn<'_>, before: Option<Uuid>, limit: u32) -> Result<Vec<User>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn list(c: Conn<'_>, before: Option<Uuid>, limit: u32) -> Result<Vec<User>> {
     let sql = concat!(
         "SELECT ",
         columns!(),
@@ -179,7 +195,13 @@ pub async fn list(c: Conn<'_>, before: Option<Uuid>, limit: u32) -> Result<Vec<U
 }
 
 /// Replaces the roles and revokes the user's access tokens (generation bump).
-pub async fn set_roles(c: Conn<'_>, id: Uuid, roles: &[Role], now: Timestamp) -> Result<User> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn set_roles(
+    c: Conn<'_>,
+    id: Uuid,
+    roles: &[Role],
+    now: Timestamp,
+) -> Result<User> {
     let sql = concat!(
         "UPDATE users SET roles = $2, token_generation = token_generation + 1, updated_at = $3 WHERE id = $1 RETURNING ",
         columns!()
@@ -190,7 +212,13 @@ pub async fn set_roles(c: Conn<'_>, id: Uuid, roles: &[Role], now: Timestamp) ->
 
 /// Disables or enables; disabling also bumps the token generation and the
 /// session epoch.
-pub async fn set_disabled(c: Conn<'_>, id: Uuid, disabled: bool, now: Timestamp) -> Result<User> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn set_disabled(
+    c: Conn<'_>,
+    id: Uuid,
+    disabled: bool,
+    now: Timestamp,
+) -> Result<User> {
     let sql = concat!(
         "UPDATE users SET disabled = $2, token_generation = token_generation + CASE WHEN $2 THEN 1 ELSE 0 END, session_epoch = session_epoch + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = $3 WHERE id = $1 RETURNING ",
         columns!()
@@ -199,7 +227,8 @@ pub async fn set_disabled(c: Conn<'_>, id: Uuid, disabled: bool, now: Timestamp)
         .ok_or(Error::not_found("user"))
 }
 
-pub async fn set_password(
+#[tracing::instrument(level = "debug", skip(c, password_hash))]
+pub(crate) async fn set_password(
     c: Conn<'_>,
     id: Uuid,
     password_hash: &str,
@@ -213,6 +242,7 @@ pub async fn set_password(
 
 /// Whether any enabled user holds the admin role (the admins' query of
 /// [`lock_admins`]; its locks, outside a transaction, end with the statement).
-pub async fn admin_exists(c: Conn<'_>) -> Result<bool> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn admin_exists(c: Conn<'_>) -> Result<bool> {
     Ok(!lock_admins(c).await?.is_empty())
 }

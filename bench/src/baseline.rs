@@ -22,7 +22,7 @@ const INSERT: &str = "INSERT INTO bench_insert (payload) VALUES (md5(random()::t
 /// threads hashing at once (memory bandwidth and caches are shared, so one
 /// per core is slower than one alone). Blocking: call it off the runtime,
 /// with the machine otherwise idle.
-pub fn argon2_hash_time(threads: usize) -> Result<Duration, String> {
+pub(crate) fn argon2_hash_time(threads: usize) -> Result<Duration, String> {
     let hashers: Vec<_> = (0..threads.max(1))
         .map(|_| std::thread::spawn(hash_samples))
         .collect();
@@ -53,7 +53,7 @@ fn hash_samples() -> Result<Vec<Duration>, String> {
 }
 
 #[derive(Debug, Clone)]
-pub struct InsertRate {
+pub(crate) struct InsertRate {
     pub tps: f64,
     pub clients: usize,
     /// `pgbench`, or the sqlx loop when pgbench is not installed.
@@ -62,7 +62,7 @@ pub struct InsertRate {
 
 /// Single-row INSERT transactions per second into a scratch table of the
 /// scratch database `url`, for `duration` from each number of `clients`.
-pub async fn postgres_inserts(
+pub(crate) async fn postgres_inserts(
     url: &str,
     clients: &[usize],
     duration: Duration,

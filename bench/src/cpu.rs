@@ -12,7 +12,7 @@ use std::time::Duration;
 const TICK: Duration = Duration::from_millis(10);
 
 /// User plus system time of the stack's threads so far.
-pub fn stack_time() -> Duration {
+pub(crate) fn stack_time() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };

@@ -1,6 +1,6 @@
 //! Fresh, empty databases for one run: SQLite files in a temporary folder by
 //! default, or new databases on a PostgreSQL server (the same way as
-//! `shared::testkit::TestDb`, which panics instead of reporting and reads its
+//! `testkit::TestDb`, which panics instead of reporting and reads its
 //! server from an environment variable), dropped at the end.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::{Connection, PgConnection};
 
 #[derive(Debug)]
-pub struct Databases {
+pub(crate) struct Databases {
     pub auth_url: String,
     pub documents_url: String,
     /// A third database for the single-row insert baseline (PostgreSQL only).
@@ -32,7 +32,7 @@ impl Databases {
     /// SQLite when `server` is `None`, otherwise three new databases on the
     /// PostgreSQL server `server` (a URL without a database name; one that
     /// names a database has it ignored).
-    pub async fn create(server: Option<&str>) -> Result<Self, String> {
+    pub(crate) async fn create(server: Option<&str>) -> Result<Self, String> {
         let Some(server) = server else {
             let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
             let url = |name: &str| format!("sqlite://{}/{name}.db", dir.path().display());
@@ -88,7 +88,7 @@ impl Databases {
 
     /// Deletes the databases (a failure is reported on stderr: it leaves a
     /// database behind but changes no figure).
-    pub async fn remove(self) {
+    pub(crate) async fn remove(self) {
         match self.cleanup {
             Cleanup::Dir(dir) => {
                 if let Err(e) = dir.close() {

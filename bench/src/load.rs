@@ -20,14 +20,14 @@ use crate::cpu;
 const MAX_LATENCY_US: u64 = 600_000_000;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub warmup: Duration,
     pub duration: Duration,
 }
 
 /// Why a call did not count as a success.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The server answered with an error status.
     Status(tonic::Status),
     /// The answer was not what the scenario expects.
@@ -45,13 +45,13 @@ impl From<tonic::Status> for Failure {
 
 /// One kind of error: how often, and what the first one said.
 #[derive(Debug, Clone)]
-pub struct ErrorKind {
+pub(crate) struct ErrorKind {
     pub count: u64,
     pub sample: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Measured {
+pub(crate) struct Measured {
     /// Calls that succeeded inside the window.
     pub ok: u64,
     /// Every failed call, warm-up included, by kind.
@@ -66,7 +66,7 @@ pub struct Measured {
 }
 
 impl Measured {
-    pub fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         let seconds = self.window.as_secs_f64();
         if seconds > 0.0 {
             self.ok as f64 / seconds
@@ -75,16 +75,16 @@ impl Measured {
         }
     }
 
-    pub fn error_count(&self) -> u64 {
+    pub(crate) fn error_count(&self) -> u64 {
         self.errors.values().map(|e| e.count).sum()
     }
 
-    pub fn quantile_us(&self, q: f64) -> u64 {
+    pub(crate) fn quantile_us(&self, q: f64) -> u64 {
         self.histogram.value_at_quantile(q)
     }
 
     /// The stack's CPU time per successful call, in microseconds.
-    pub fn stack_cpu_per_call_us(&self) -> f64 {
+    pub(crate) fn stack_cpu_per_call_us(&self) -> f64 {
         if self.ok == 0 || self.ran_dry {
             return 0.0;
         }
@@ -98,7 +98,7 @@ fn histogram() -> Result<Histogram<u64>, String> {
 
 /// Runs `call(worker, n)` from `concurrency` workers, where `worker` is the
 /// worker's index (to pick a connection or a user) and `n` counts its calls.
-pub async fn run<F, Fut>(plan: Plan, concurrency: usize, call: F) -> Result<Measured, String>
+pub(crate) async fn run<F, Fut>(plan: Plan, concurrency: usize, call: F) -> Result<Measured, String>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,

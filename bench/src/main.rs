@@ -7,6 +7,7 @@
 //! Exits non-zero when the stack cannot start or be seeded, or a scenario
 //! completes no call at all (something is broken, not slow); missed
 //! performance targets are reported, never fatal.
+#![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
 mod baseline;
 mod cpu;

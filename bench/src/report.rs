@@ -17,14 +17,14 @@ const UPLOAD_VS_INSERTS: f64 = 0.50;
 const PEAK_RSS_MIB: f64 = 200.0;
 
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub cores: usize,
     pub cpu: String,
     pub memory_mib: u64,
 }
 
 impl Machine {
-    pub fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -45,7 +45,7 @@ impl Machine {
 }
 
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub database: String,
     pub warmup: Duration,
     pub duration: Duration,
@@ -55,14 +55,14 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     pub scenario: &'static str,
     pub measured: Measured,
     pub note: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub machine: Machine,
     pub settings: Settings,
     /// One argon2id hash, alone and with one per core at once.
@@ -79,7 +79,7 @@ pub struct Report {
 
 /// One target of the issue; `met` is `None` when this run did not measure it.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub name: &'static str,
     pub goal: String,
     pub measured: String,
@@ -111,13 +111,13 @@ impl Report {
     }
 
     /// cores / (time of one hash): logins per second if argon2 were all.
-    pub fn login_ceiling(&self) -> f64 {
+    pub(crate) fn login_ceiling(&self) -> f64 {
         self.machine.cores as f64 / self.argon2_hash.as_secs_f64()
     }
 
     /// Scenarios that did not complete a single call: a broken stack, not
     /// a slow one.
-    pub fn broken(&self) -> Vec<&'static str> {
+    pub(crate) fn broken(&self) -> Vec<&'static str> {
         self.rows
             .iter()
             .filter(|r| r.measured.ok == 0)
@@ -125,7 +125,7 @@ impl Report {
             .collect()
     }
 
-    pub fn targets(&self) -> Vec<Target> {
+    pub(crate) fn targets(&self) -> Vec<Target> {
         let clean = |m: &Measured| m.error_count() == 0;
         let vs_echo = |name: &'static str, scenario: &str, goal: f64| {
             let measured = self.row(scenario).zip(self.echo_rps());
@@ -224,7 +224,7 @@ impl Report {
     }
 
     /// The machine, the settings, the table, errors, peak RSS and targets.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         let m = &self.machine;
         let s = &self.settings;
@@ -308,7 +308,7 @@ impl Report {
         out
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let measured = |m: &Measured| {
             json!({
                 "requests": m.ok,

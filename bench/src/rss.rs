@@ -15,11 +15,11 @@ use crate::{
     scenarios::{self, Clients, Seed},
 };
 
-pub const UPLOADS: usize = 16;
-pub const DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const UPLOADS: usize = 16;
+pub(crate) const DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
-pub struct Peak {
+pub(crate) struct Peak {
     /// Resident set just before the uploads, KiB.
     pub before_kib: u64,
     /// Highest resident set during them, KiB.
@@ -31,7 +31,7 @@ pub struct Peak {
     pub elapsed: Duration,
 }
 
-pub async fn measure(clients: &Clients, seed: &Seed) -> Result<Peak, String> {
+pub(crate) async fn measure(clients: &Clients, seed: &Seed) -> Result<Peak, String> {
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let before_kib = status_kib("VmRSS")?;
     let started = Instant::now();
@@ -63,7 +63,7 @@ pub async fn measure(clients: &Clients, seed: &Seed) -> Result<Peak, String> {
 }
 
 /// A `kB` line of /proc/self/status.
-pub fn status_kib(field: &str) -> Result<u64, String> {
+pub(crate) fn status_kib(field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| format!("/proc/self/status: {e}"))?;
     status

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// `authorization: Bearer <token>`, parsed once and cloned per call.
-pub type Bearer = MetadataValue<Ascii>;
+pub(crate) type Bearer = MetadataValue<Ascii>;
 
 const PASSWORD: &str = "quartz violin meadow lantern";
 /// Documents the reader owns before the read scenarios: enough for `get` to
@@ -47,14 +47,14 @@ const SEED_CONCURRENCY: usize = 16;
 
 /// Connections to each server; a worker uses `worker % len`.
 #[derive(Debug, Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     pub echo: Vec<Channel>,
     pub auth: Vec<Channel>,
     pub documents: Vec<Channel>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Seed {
+pub(crate) struct Seed {
     pub reader: Bearer,
     pub verifier: Bearer,
     pub documents: Arc<Vec<String>>,
@@ -63,7 +63,7 @@ pub struct Seed {
 
 /// Everything a scenario needs.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub plan: Plan,
     pub concurrency: usize,
     pub clients: Clients,
@@ -89,7 +89,7 @@ fn bearer(token: &str) -> Result<Bearer, String> {
 }
 
 /// Creates the users and the reader's documents.
-pub async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, String> {
+pub(crate) async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, String> {
     let auth = pick(&clients.auth, 0);
     let admin = bearer(&login(&auth, ADMIN_EMAIL, ADMIN_PASSWORD).await?)?;
     register(&auth, "reader@bench.example").await?;
@@ -221,7 +221,7 @@ fn upload_stream(
 }
 
 /// Uploads `size` bytes and returns the new document's id.
-pub async fn upload(
+pub(crate) async fn upload(
     channel: Channel,
     owner: &Bearer,
     title: String,
@@ -246,7 +246,7 @@ pub async fn upload(
 /// `echo`: the bare tonic server's empty unary handler; `health`: the same
 /// handler behind docverify's layers (document-service's own health check:
 /// public, so no token and no database).
-pub async fn health_check(ctx: &Ctx, channels: &[Channel]) -> Result<Measured, String> {
+pub(crate) async fn health_check(ctx: &Ctx, channels: &[Channel]) -> Result<Measured, String> {
     let channels = channels.to_vec();
     load::run(ctx.plan, ctx.concurrency, move |worker, _| {
         let mut client = HealthClient::new(pick(&channels, worker));
@@ -263,7 +263,7 @@ pub async fn health_check(ctx: &Ctx, channels: &[Channel]) -> Result<Measured, S
 }
 
 /// `me`: GetCurrentUser, a token check and nothing else.
-pub async fn me(ctx: &Ctx) -> Result<Measured, String> {
+pub(crate) async fn me(ctx: &Ctx) -> Result<Measured, String> {
     let (channels, reader) = (ctx.clients.auth.clone(), ctx.seed.reader.clone());
     load::run(ctx.plan, ctx.concurrency, move |worker, _| {
         let mut client = AuthServiceClient::new(pick(&channels, worker));
@@ -277,7 +277,7 @@ pub async fn me(ctx: &Ctx) -> Result<Measured, String> {
 }
 
 /// `get`: GetDocument, spread over the reader's seeded documents.
-pub async fn get(ctx: &Ctx) -> Result<Measured, String> {
+pub(crate) async fn get(ctx: &Ctx) -> Result<Measured, String> {
     let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
     let (ids, concurrency) = (ctx.seed.documents.clone(), ctx.concurrency);
     load::run(ctx.plan, concurrency, move |worker, n| {
@@ -293,7 +293,7 @@ pub async fn get(ctx: &Ctx) -> Result<Measured, String> {
 }
 
 /// `list`: ListDocuments, one full page of 50, newest first.
-pub async fn list(ctx: &Ctx) -> Result<Measured, String> {
+pub(crate) async fn list(ctx: &Ctx) -> Result<Measured, String> {
     let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
     load::run(ctx.plan, ctx.concurrency, move |worker, _| {
         let mut client = DocumentServiceClient::new(pick(&channels, worker));
@@ -320,7 +320,7 @@ pub async fn list(ctx: &Ctx) -> Result<Measured, String> {
 
 /// `upload`: UploadDocument of 4 KiB (row, chunk and audit event in one
 /// transaction).
-pub async fn upload_small(ctx: &Ctx) -> Result<Measured, String> {
+pub(crate) async fn upload_small(ctx: &Ctx) -> Result<Measured, String> {
     let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
     load::run(ctx.plan, ctx.concurrency, move |worker, n| {
         let (channel, reader) = (pick(&channels, worker), reader.clone());
@@ -336,7 +336,7 @@ pub async fn upload_small(ctx: &Ctx) -> Result<Measured, String> {
 
 /// Fresh pending documents for `review`: the reader uploads 1-byte ones flat
 /// out for the span of `plan` (unmeasured).
-pub async fn pending_documents(ctx: &Ctx, plan: Plan) -> Result<Vec<String>, String> {
+pub(crate) async fn pending_documents(ctx: &Ctx, plan: Plan) -> Result<Vec<String>, String> {
     let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
     let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
     let collected = ids.clone();
@@ -372,7 +372,7 @@ pub async fn pending_documents(ctx: &Ctx, plan: Plan) -> Result<Vec<String>, Str
 }
 
 /// `review`: VerifyDocument, each call on a document nobody reviewed yet.
-pub async fn review(ctx: &Ctx, pending: Vec<String>) -> Result<Measured, String> {
+pub(crate) async fn review(ctx: &Ctx, pending: Vec<String>) -> Result<Measured, String> {
     let (channels, verifier) = (ctx.clients.documents.clone(), ctx.seed.verifier.clone());
     let pending = Arc::new(pending);
     let next = Arc::new(AtomicUsize::new(0));
@@ -397,7 +397,7 @@ pub async fn review(ctx: &Ctx, pending: Vec<String>) -> Result<Measured, String>
 }
 
 /// `login`: Login with the right password, each worker as its own user.
-pub async fn login_flat_out(ctx: &Ctx, workers: usize) -> Result<Measured, String> {
+pub(crate) async fn login_flat_out(ctx: &Ctx, workers: usize) -> Result<Measured, String> {
     let (channels, emails) = (ctx.clients.auth.clone(), ctx.seed.login_emails.clone());
     load::run(ctx.plan, workers, move |worker, _| {
         let mut client = AuthServiceClient::new(pick(&channels, worker));
@@ -417,7 +417,7 @@ pub async fn login_flat_out(ctx: &Ctx, workers: usize) -> Result<Measured, Strin
 
 /// `storm`: `get` measured while `logins` other clients log in flat out.
 /// Returns get's figures, then the logins'.
-pub async fn storm(ctx: &Ctx, logins: usize) -> Result<(Measured, Measured), String> {
+pub(crate) async fn storm(ctx: &Ctx, logins: usize) -> Result<(Measured, Measured), String> {
     let (get, login) = tokio::join!(get(ctx), login_flat_out(ctx, logins));
     Ok((get?, login?))
 }

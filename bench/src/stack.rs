@@ -18,8 +18,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::databases::Databases;
 
-pub const ADMIN_EMAIL: &str = "bench-admin@example.com";
-pub const ADMIN_PASSWORD: &str = "orchid harbour velvet compass admin";
+pub(crate) const ADMIN_EMAIL: &str = "bench-admin@example.com";
+pub(crate) const ADMIN_PASSWORD: &str = "orchid harbour velvet compass admin";
 
 /// How long a server may take to answer its first health check.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,7 +41,7 @@ struct DocumentArgs {
 type Task = JoinHandle<Result<(), String>>;
 
 #[derive(Debug)]
-pub struct Stack {
+pub(crate) struct Stack {
     pub echo: SocketAddr,
     pub auth: SocketAddr,
     pub documents: SocketAddr,
@@ -52,7 +52,7 @@ pub struct Stack {
 impl Stack {
     /// Starts the three servers on `runtime` and returns once each answers
     /// its health check; a server that fails to start is an error.
-    pub async fn start(runtime: &Handle, dbs: &Databases) -> Result<Self, String> {
+    pub(crate) async fn start(runtime: &Handle, dbs: &Databases) -> Result<Self, String> {
         let (stop, stopped) = watch::channel(false);
         // The addresses are filled in as each server is started.
         let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -102,7 +102,7 @@ impl Stack {
             .config;
         auth.database_url = dbs.auth_url.clone();
         auth.bootstrap_admin_email = Some(ADMIN_EMAIL.to_owned());
-        auth.bootstrap_admin_password = Some(ADMIN_PASSWORD.to_owned());
+        auth.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
         // The load comes from one address: buckets so large that they never
         // refuse, so the limiter's cost is measured but not its refusals.
         let unlimited: shared::layer::limits::LimitSpec = "1000000/1s:1000000".parse()?;
@@ -176,7 +176,7 @@ impl Stack {
     }
 
     /// Stops every server (gracefully) and reports the first that failed.
-    pub async fn stop(self) -> Result<(), String> {
+    pub(crate) async fn stop(self) -> Result<(), String> {
         let _ = self.stop.send(true);
         let mut first_error = None;
         for (name, task) in self.tasks {
@@ -195,7 +195,7 @@ impl Stack {
 
 /// `n` separate HTTP/2 connections to `addr` (clones of one tonic
 /// `Channel` share one connection).
-pub async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
+pub(crate) async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
         let endpoint =

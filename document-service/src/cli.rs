@@ -1,54 +1,16 @@
-//! The command line of the document-service binary: settings (each also an
-//! environment variable) and subcommands.
+//! The command line of the document-service binary: the shared one
+//! (`shared::cli`) with document-service's settings.
 
-use clap::{Parser, Subcommand};
-use shared::config::ServerConfig;
+use shared::cli::NoOwnCommands;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "document-service",
-    version,
-    about = "docverify document-service"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    config: crate::Config,
-    #[command(flatten)]
-    server: ServerConfig,
-}
+use crate::Config;
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve gRPC (the default).
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
-    /// Exit 0 when the running service reports SERVING, 1 otherwise
-    /// (for container health checks).
-    Healthcheck,
+/// The binary's command line (for `--help` and the README's settings table).
+pub fn command() -> clap::Command {
+    shared::cli::command::<Config, NoOwnCommands>()
 }
 
 /// Parses the command line and runs the chosen subcommand.
 pub async fn run() -> std::process::ExitCode {
-    let mut cli = Cli::parse();
-    if let Err(e) = shared::telemetry::init(cli.server.log_format) {
-        return shared::server::exit(Err(e));
-    }
-    cli.config.server = cli.server.clone();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config).await,
-        Command::Migrate => crate::migrate(&cli.config).await.map(|_| ()),
-        Command::Healthcheck => {
-            return shared::server::healthcheck_exit(cli.config.listen_addr, &cli.server).await;
-        }
-    };
-    shared::server::exit(result)
-}
-
-async fn serve(config: crate::Config) -> shared::Result<()> {
-    let listener = shared::server::bind(config.listen_addr, "DOCUMENT_LISTEN_ADDR").await?;
-    shared::server::spawn_metrics(&config.server).await?;
-    crate::serve(config, listener, shared::server::shutdown_signal()).await
+    shared::cli::run::<Config, NoOwnCommands>().await
 }

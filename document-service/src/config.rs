@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::{clock::Clock, config::ServerConfig, db::PoolConfig};
+use shared::{
+    clock::Clock,
+    config::{ServerConfig, duration},
+};
 
 /// How document-service checks access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,12 +87,4 @@ pub struct Config {
     pub clock: Clock,
 }
 
-impl Config {
-    pub fn pool(&self) -> PoolConfig {
-        self.server.pool(self.db_max_connections)
-    }
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    shared::config::duration(s)
-}
+shared::service_config!(Config, crate::SERVICE, crate::serve);

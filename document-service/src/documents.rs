@@ -9,7 +9,7 @@ use shared::{
 use uuid::Uuid;
 
 /// Content is stored in chunks of this size (the last one shorter).
-pub const CHUNK_BYTES: usize = 256 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// The columns of [`Document`], for `concat!` (sqlx takes only static SQL).
 macro_rules! columns {
@@ -19,15 +19,16 @@ macro_rules! columns {
     };
 }
 
+/// A document's review state (the `status` column's CHECK lists the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     Pending,
     Verified,
     Rejected,
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Verified => "verified",
@@ -35,16 +36,15 @@ impl Status {
         }
     }
 
-    fn to_proto(s: &str) -> pb::DocumentStatus {
-        match s {
-            "pending" => pb::DocumentStatus::Pending,
-            "verified" => pb::DocumentStatus::Verified,
-            "rejected" => pb::DocumentStatus::Rejected,
-            _ => pb::DocumentStatus::Unspecified,
+    fn to_proto(self) -> pb::DocumentStatus {
+        match self {
+            Status::Pending => pb::DocumentStatus::Pending,
+            Status::Verified => pb::DocumentStatus::Verified,
+            Status::Rejected => pb::DocumentStatus::Rejected,
         }
     }
 
-    pub fn from_proto(s: pb::DocumentStatus) -> Option<Self> {
+    pub(crate) fn from_proto(s: pb::DocumentStatus) -> Option<Self> {
         match s {
             pb::DocumentStatus::Unspecified => None,
             pb::DocumentStatus::Pending => Some(Status::Pending),
@@ -54,8 +54,21 @@ impl Status {
     }
 }
 
+impl TryFrom<String> for Status {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "pending" => Ok(Status::Pending),
+            "verified" => Ok(Status::Verified),
+            "rejected" => Ok(Status::Rejected),
+            _ => Err(format!("unknown document status {s:?}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Document {
+pub(crate) struct Document {
     pub id: Uuid,
     pub owner_id: Uuid,
     pub title: String,
@@ -63,7 +76,8 @@ pub struct Document {
     pub content_type: String,
     pub size_bytes: i64,
     pub sha256: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: Status,
     pub created_at: Timestamp,
     pub reviewed_by: Option<Uuid>,
     pub reviewed_at: Option<Timestamp>,
@@ -71,7 +85,7 @@ pub struct Document {
 }
 
 impl Document {
-    pub fn to_proto(&self) -> pb::Document {
+    pub(crate) fn to_proto(&self) -> pb::Document {
         pb::Document {
             id: self.id.to_string(),
             owner_id: self.owner_id.to_string(),
@@ -80,7 +94,7 @@ impl Document {
             content_type: self.content_type.clone(),
             size_bytes: self.size_bytes,
             sha256: self.sha256.clone(),
-            status: Status::to_proto(&self.status) as i32,
+            status: self.status.to_proto() as i32,
             created_at: Some(self.created_at.to_proto()),
             reviewed_by: self.reviewed_by.map(|u| u.to_string()).unwrap_or_default(),
             reviewed_at: self.reviewed_at.map(Timestamp::to_proto),
@@ -89,7 +103,7 @@ impl Document {
     }
 }
 
-pub struct NewDocument<'a> {
+pub(crate) struct NewDocument<'a> {
     pub id: Uuid,
     pub owner_id: Uuid,
     pub title: &'a str,
@@ -99,7 +113,8 @@ pub struct NewDocument<'a> {
     pub sha256: &'a str,
 }
 
-pub async fn insert(c: Conn<'_>, doc: NewDocument<'_>, now: Timestamp) -> Result<Document> {
+#[tracing::instrument(level = "debug", skip(c, doc))]
+pub(crate) async fn insert(c: Conn<'_>, doc: NewDocument<'_>, now: Timestamp) -> Result<Document> {
     let sql = concat!(
         "INSERT INTO documents (id, owner_id, title, filename, content_type, size_bytes, sha256, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING ",
@@ -118,19 +133,22 @@ pub async fn insert(c: Conn<'_>, doc: NewDocument<'_>, now: Timestamp) -> Result
         .await?))
 }
 
-pub async fn insert_chunk(c: Conn<'_>, id: Uuid, seq: i32, data: &[u8]) -> Result<()> {
+#[tracing::instrument(level = "debug", skip(c, data))]
+pub(crate) async fn insert_chunk(c: Conn<'_>, id: Uuid, seq: i32, data: &[u8]) -> Result<()> {
     let sql = "INSERT INTO document_chunks (document_id, seq, data) VALUES ($1, $2, $3)";
     on_dialect!(c, c => sqlx::query(sql).bind(id).bind(seq).bind(data).execute(c).await.map(|_| ()))?;
     Ok(())
 }
 
 /// One chunk of content, `None` past the end.
-pub async fn chunk(c: Conn<'_>, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn chunk(c: Conn<'_>, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>> {
     let sql = "SELECT data FROM document_chunks WHERE document_id = $1 AND seq = $2";
     Ok(on_dialect!(c, c => sqlx::query_scalar(sql).bind(id).bind(seq).fetch_optional(c).await?))
 }
 
-pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<Document>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<Document>> {
     let sql = concat!("SELECT ", columns!(), " FROM documents WHERE id = $1");
     Ok(on_dialect!(c, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await?))
 }
@@ -139,7 +157,8 @@ pub async fn by_id(c: Conn<'_>, id: Uuid) -> Result<Option<Document>> {
 /// One statement per filter combination: an `($1 IS NULL OR owner_id = $1)`
 /// form would keep SQLite from using the owner and status indexes, and a
 /// user with few documents among many would scan them all.
-pub async fn list(
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn list(
     c: Conn<'_>,
     owner: Option<Uuid>,
     status: Option<Status>,
@@ -177,7 +196,8 @@ pub async fn list(
 /// Moves a PENDING document not owned by `reviewer` to `status`; `None` when
 /// it is not there, not pending, or the reviewer's own. The WHERE clause
 /// makes concurrent reviews race for one row: exactly one wins.
-pub async fn review(
+#[tracing::instrument(level = "debug", skip(c, note))]
+pub(crate) async fn review(
     c: Conn<'_>,
     id: Uuid,
     reviewer: Uuid,
@@ -203,7 +223,7 @@ pub async fn review(
 /// Who may delete what: anybody's document in any state, or one's own
 /// while it is pending.
 #[derive(Debug, Clone, Copy)]
-pub struct DeleteRights {
+pub(crate) struct DeleteRights {
     pub caller: Uuid,
     pub any: bool,
     pub own_pending: bool,
@@ -213,7 +233,12 @@ pub struct DeleteRights {
 /// rights allow it now: the condition is in the statement, so a review that
 /// commits first (the document is no longer pending) or another delete wins
 /// cleanly, and exactly one delete reports the row.
-pub async fn delete(c: Conn<'_>, id: Uuid, rights: DeleteRights) -> Result<Option<Document>> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn delete(
+    c: Conn<'_>,
+    id: Uuid,
+    rights: DeleteRights,
+) -> Result<Option<Document>> {
     let sql = concat!(
         "DELETE FROM documents WHERE id = $1 \
          AND ($2 OR ($3 AND owner_id = $4 AND status = 'pending')) RETURNING ",

@@ -33,10 +33,18 @@ impl Clock {
 
     pub fn now(&self) -> Timestamp {
         match &self.0 {
+            #[allow(clippy::disallowed_methods)] // the one place that reads it
             Source::System => Timestamp::from(OffsetDateTime::now_utc()),
             Source::Manual(micros) => Timestamp::from_unix_micros(micros.load(Ordering::SeqCst)),
         }
     }
+}
+
+/// A monotonic instant, for bounds on elapsed time (timeouts, how often a
+/// refresh may run) rather than times that are compared or stored.
+#[allow(clippy::disallowed_methods)] // the one place that reads it
+pub fn monotonic() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// Moves a manual [`Clock`].

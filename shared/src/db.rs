@@ -183,7 +183,7 @@ impl Db {
         setting: &str,
         patience: Duration,
     ) -> Result<Self> {
-        let started = std::time::Instant::now();
+        let started = crate::clock::monotonic();
         let mut delay = Duration::from_millis(250);
         let mut retried = false;
         loop {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod catalogue;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod codec;
@@ -17,10 +18,9 @@ pub mod page;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod service;
 pub mod telemetry;
-pub mod testkit;
 pub mod token;
 pub mod validate;
-pub mod verifier;
 
 pub use error::{Error, Reason, Result};

@@ -21,12 +21,26 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 const MAC_BYTES: usize = 16;
 const MAX_TOKEN_CHARS: usize = 256;
 
-/// Validates an AIP-158 page size.
-pub fn page_size(raw: i32) -> Result<u32> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(Error::invalid("page_size", "must not be negative")),
-        n => Ok(n.unsigned_abs().min(MAX_PAGE_SIZE)),
+/// A validated AIP-158 page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(u32);
+
+impl PageSize {
+    pub fn parse(raw: i32) -> Result<Self> {
+        match raw {
+            0 => Ok(Self(DEFAULT_PAGE_SIZE)),
+            n if n < 0 => Err(Error::invalid("page_size", "must not be negative")),
+            n => Ok(Self(n.unsigned_abs().min(MAX_PAGE_SIZE))),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The rows to fetch: one more than a page, to tell whether another follows.
+    pub fn fetch(self) -> u32 {
+        self.0 + 1
     }
 }
 
@@ -63,6 +77,37 @@ impl PageTokens {
         let mut bytes = cursor.to_vec();
         bytes.extend_from_slice(&self.mac(scope, cursor));
         URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Trims `rows` (fetched with [`PageSize::fetch`]) to one page and
+    /// returns the token of the next page (empty on the last one), sealing
+    /// the cursor of the page's last row.
+    pub fn next_page<T>(
+        &self,
+        scope: &str,
+        rows: &mut Vec<T>,
+        size: PageSize,
+        cursor: impl Fn(&T) -> Vec<u8>,
+    ) -> String {
+        let size = size.get() as usize;
+        if rows.len() <= size {
+            return String::new();
+        }
+        rows.truncate(size);
+        rows.last()
+            .map(|row| self.seal(scope, &cursor(row)))
+            .unwrap_or_default()
+    }
+
+    /// The UUID cursor in `token` (keyset on a UUIDv7 id), or `None` for the
+    /// first page.
+    pub fn open_uuid(&self, scope: &str, token: &str) -> Result<Option<uuid::Uuid>> {
+        self.open(scope, token)?
+            .map(|cursor| {
+                uuid::Uuid::from_slice(&cursor)
+                    .map_err(|_| Error::invalid("page_token", "malformed"))
+            })
+            .transpose()
     }
 
     /// The cursor in `token`, or `None` for the first page.

@@ -35,6 +35,24 @@ pub fn text(field: &str, raw: &str, required: bool, max: usize) -> Result<String
     Ok(value.to_owned())
 }
 
+/// A user id field (`user_id`, `owner_id`, `actor_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        uuid(field, raw).map(Self)
+    }
+
+    /// Empty means "any".
+    pub fn parse_optional(field: &str, raw: &str) -> Result<Option<Self>> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        Self::parse(field, raw).map(Some)
+    }
+}
+
 /// Collects the violations of several fields into one INVALID_ARGUMENT.
 #[derive(Debug, Default)]
 pub struct Violations {
@@ -64,5 +82,65 @@ impl Violations {
             (None, true) => Ok(()),
             (None, false) => Err(Error::InvalidArgument(self.fields)),
         }
+    }
+
+    /// The error of the fields checked, once at least one failed.
+    fn into_error(self) -> Error {
+        self.into_result()
+            .err()
+            .unwrap_or_else(|| Error::internal("no field failed"))
+    }
+}
+
+/// Several fields parsed at once: every field's violation is reported, not
+/// only the first. `(Email::parse(..), NewPassword::parse(..)).all()?` gives
+/// the parsed tuple.
+pub trait AllFields {
+    type Parsed;
+    fn all(self) -> Result<Self::Parsed>;
+}
+
+macro_rules! all_fields {
+    ($($t:ident $v:ident),+) => {
+        impl<$($t),+> AllFields for ($(Result<$t>,)+) {
+            type Parsed = ($($t,)+);
+            fn all(self) -> Result<Self::Parsed> {
+                match self {
+                    ($(Ok($v),)+) => Ok(($($v,)+)),
+                    ($($v,)+) => {
+                        let mut violations = Violations::default();
+                        $(violations.check($v);)+
+                        Err(violations.into_error())
+                    }
+                }
+            }
+        }
+    };
+}
+
+all_fields!(A a, B b);
+all_fields!(A a, B b, C c);
+all_fields!(A a, B b, C c, D d);
+all_fields!(A a, B b, C c, D d, E e);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let parsed = (
+            text("title", "", true, 10),
+            uuid("user_id", "nope"),
+            text("note", "fine", false, 10),
+        )
+            .all();
+        let Err(Error::InvalidArgument(violations)) = parsed else {
+            panic!("expected INVALID_ARGUMENT, got {parsed:?}");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["title", "user_id"]);
+        let ok = (text("a", "x", true, 10), text("b", "y", true, 10)).all();
+        assert_eq!(ok.ok(), Some(("x".to_owned(), "y".to_owned())));
     }
 }

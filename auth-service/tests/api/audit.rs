@@ -136,7 +136,7 @@ async fn migrations_apply_from_empty_and_refuse_a_newer_schema() {
     let app = spawn_app().await;
     let db = raw_db(&app).await;
     // Applying again is a no-op.
-    db.migrate(auth_service::MIGRATIONS).await.unwrap();
+    db.migrate(auth_service::SERVICE.migrations).await.unwrap();
     on_dialect!(db.writer(), p => sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (99990101000000, 'from the future', TRUE, $1, 0)",
@@ -147,7 +147,7 @@ async fn migrations_apply_from_empty_and_refuse_a_newer_schema() {
     .map(|_| ()))
     .unwrap();
     let refused = db
-        .migrate(auth_service::MIGRATIONS)
+        .migrate(auth_service::SERVICE.migrations)
         .await
         .expect_err("newer schema");
     assert!(format!("{refused:?}").contains("newer"), "{refused:?}");

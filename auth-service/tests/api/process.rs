@@ -7,10 +7,8 @@ use std::{
     time::Duration,
 };
 
-use shared::{
-    proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
-    testkit::{Process, TestDb, connect_when_ready},
-};
+use shared::proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
+use testkit::{Process, TestDb, connect_when_ready};
 use tonic::{Code, transport::Channel};
 
 use crate::helpers::*;

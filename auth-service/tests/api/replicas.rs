@@ -8,9 +8,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Header};
 use shared::{
     proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient},
-    testkit::{Process, TestDb, connect_when_ready},
     token::{AUDIENCE, AccessClaims, ISSUER, TOKEN_TYPE},
 };
+use testkit::{Process, TestDb, connect_when_ready};
 use tonic::transport::Channel;
 
 use crate::helpers::*;
@@ -186,7 +186,7 @@ async fn bootstrap_and_create_admin_do_not_promote_an_existing_account() {
     }
     let mut bootstrap = config.clone();
     bootstrap.bootstrap_admin_email = Some(ADMIN_EMAIL.to_owned());
-    bootstrap.bootstrap_admin_password = Some(ADMIN_PASSWORD.to_owned());
+    bootstrap.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let refused = tokio::time::timeout(
         Duration::from_secs(20),
@@ -199,13 +199,14 @@ async fn bootstrap_and_create_admin_do_not_promote_an_existing_account() {
         message.contains("BOOTSTRAP_ADMIN_PROMOTE_EXISTING"),
         "names the setting: {message}"
     );
-    let refused = auth_service::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, false).await;
+    let refused =
+        auth_service::create_admin(&config, ADMIN_EMAIL, &ADMIN_PASSWORD.into(), false).await;
     let message = format!("{:?}", refused.unwrap_err());
     assert!(message.contains("--promote-existing"), "{message}");
     assert_eq!(roles_of(&db, ADMIN_EMAIL).await, r#"["user"]"#);
 
     // With the operator's explicit word: promoted, own password kept, audited.
-    auth_service::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, true)
+    auth_service::create_admin(&config, ADMIN_EMAIL, &ADMIN_PASSWORD.into(), true)
         .await
         .unwrap();
     assert_eq!(roles_of(&db, ADMIN_EMAIL).await, r#"["admin","user"]"#);

@@ -4,7 +4,6 @@
 //! every published port is the one it listens on, every health check and
 //! dependency is real. The file cannot rot unseen.
 
-use clap::CommandFactory;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn compose() -> Yaml {
@@ -16,8 +15,8 @@ fn compose() -> Yaml {
 /// The clap command of a binary named in the compose file.
 fn binary(name: &str) -> clap::Command {
     match name {
-        "auth-service" => auth_service::cli::Cli::command(),
-        "document-service" => document_service::cli::Cli::command(),
+        "auth-service" => auth_service::cli::command(),
+        "document-service" => document_service::cli::command(),
         other => panic!("docker-compose.yml runs {other}, which is not one of our binaries"),
     }
 }

@@ -11,17 +11,15 @@ use std::{
 };
 
 use document_service::TokenValidation;
-use shared::{
-    proto::{
-        audit::v1::{
-            AuditEvent, ListAuditEventsRequest, VerifyAuditChainRequest,
-            audit_service_client::AuditServiceClient,
-        },
-        auth::v1 as auth_pb,
-        document::v1::{self as pb, document_service_client::DocumentServiceClient},
+use shared::proto::{
+    audit::v1::{
+        AuditEvent, ListAuditEventsRequest, VerifyAuditChainRequest,
+        audit_service_client::AuditServiceClient,
     },
-    testkit::{Process, TestDb},
+    auth::v1 as auth_pb,
+    document::v1::{self as pb, document_service_client::DocumentServiceClient},
 };
+use testkit::{Process, TestDb};
 use tonic::{Code, Request, transport::Channel};
 
 use crate::helpers::*;
@@ -405,19 +403,31 @@ async fn a_database_outage_answers_unavailable_and_heals_without_restart() {
         codes.iter().all(|c| *c == Some(Code::Unavailable)),
         "every call during the outage is UNAVAILABLE: {codes:?}"
     );
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let health = HealthClient::new(stack.docs.channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(
-        health,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    );
+    // The calls above fail in milliseconds, which may be before health's
+    // next probe (every 200 ms here): health must follow within a few
+    // probes, not at once.
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let outage = Instant::now();
+    loop {
+        let health = HealthClient::new(stack.docs.channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if health == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(
+            outage.elapsed() < Duration::from_secs(5),
+            "health reports NOT_SERVING within 5 s of the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     stack.docs.db.set_reachable(true).await;
     let back = Instant::now();

@@ -3,23 +3,18 @@
 
 use clap::Parser;
 use document_service::TokenValidation;
-use shared::{
-    proto::{
-        audit::v1::{AuditEvent, ListAuditEventsRequest, audit_service_client::AuditServiceClient},
-        auth::v1 as auth_pb,
-        document::v1::{self as pb, document_service_client::DocumentServiceClient},
-    },
-    testkit::TestDb,
+use shared::proto::{
+    audit::v1::{AuditEvent, audit_service_client::AuditServiceClient},
+    auth::v1 as auth_pb,
+    document::v1::{self as pb, document_service_client::DocumentServiceClient},
 };
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::net::TcpListener;
 use tonic::{Request, Status, transport::Channel};
 
-#[path = "../../../auth-service/tests/api/helpers.rs"]
-pub mod auth;
-
-pub use auth::{PASSWORD, TestApp as AuthApp};
-pub use shared::testkit::{
-    assert_error, bearer, concurrently, connect_when_ready, violated_fields,
+pub(crate) use testkit::{
+    Served, TestDb, assert_error, audit_events, auth,
+    auth::{PASSWORD, TestApp as AuthApp},
+    bearer, concurrently, connect_when_ready, violated_fields,
 };
 
 #[derive(Parser)]
@@ -28,26 +23,14 @@ struct Args {
     config: document_service::Config,
 }
 
-pub struct DocApp {
+pub(crate) struct DocApp {
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub db: TestDb,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<shared::Result<()>>>,
+    _served: Served,
 }
 
-impl Drop for DocApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-pub fn doc_config(auth_url: String, mode: TokenValidation) -> document_service::Config {
+pub(crate) fn doc_config(auth_url: String, mode: TokenValidation) -> document_service::Config {
     let mut config = Args::parse_from(["document-service"]).config;
     config.auth_service_url = auth_url;
     config.token_validation = mode;
@@ -55,50 +38,50 @@ pub fn doc_config(auth_url: String, mode: TokenValidation) -> document_service::
 }
 
 /// Starts document-service and waits until it answers.
-pub async fn spawn_docs(mut config: document_service::Config) -> DocApp {
+pub(crate) async fn spawn_docs(mut config: document_service::Config) -> DocApp {
     let db = TestDb::fresh("documents").await;
     config.database_url = db.url.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(document_service::serve(config, listener, async {
-        let _ = stopped.await;
-    }));
+    let served = Served::spawn(|stopped| {
+        document_service::serve(config, listener, async {
+            let _ = stopped.await;
+        })
+    });
     let channel = connect_when_ready(addr).await;
     DocApp {
         addr,
         channel,
         db,
-        stop: Some(stop),
-        task: Some(task),
+        _served: served,
     }
 }
 
 impl DocApp {
-    pub fn addr_url(&self) -> String {
+    pub(crate) fn addr_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn documents(&self) -> DocumentServiceClient<Channel> {
+    pub(crate) fn documents(&self) -> DocumentServiceClient<Channel> {
         DocumentServiceClient::new(self.channel.clone())
     }
 
-    pub fn audit(&self) -> AuditServiceClient<Channel> {
+    pub(crate) fn audit(&self) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel.clone())
     }
 }
 
 /// Both services, wired together as in production.
-pub struct Stack {
+pub(crate) struct Stack {
     pub auth: AuthApp,
     pub docs: DocApp,
 }
 
-pub async fn spawn_stack(mode: TokenValidation) -> Stack {
+pub(crate) async fn spawn_stack(mode: TokenValidation) -> Stack {
     spawn_stack_with(mode, |_| {}).await
 }
 
-pub async fn spawn_stack_with(
+pub(crate) async fn spawn_stack_with(
     mode: TokenValidation,
     customize: impl FnOnce(&mut document_service::Config),
 ) -> Stack {
@@ -110,12 +93,12 @@ pub async fn spawn_stack_with(
 }
 
 impl Stack {
-    pub async fn admin(&self) -> String {
+    pub(crate) async fn admin(&self) -> String {
         self.auth.admin().await.access_token
     }
 
     /// Registers `email`, gives it `roles` and returns a fresh access token.
-    pub async fn user_with_roles(&self, email: &str, roles: &[&str]) -> (String, String) {
+    pub(crate) async fn user_with_roles(&self, email: &str, roles: &[&str]) -> (String, String) {
         let user = self.auth.register(email).await;
         if roles != ["user"] {
             let admin = self.admin().await;
@@ -135,7 +118,7 @@ impl Stack {
         (login.access_token, user.id)
     }
 
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         token: &str,
         title: &str,
@@ -144,7 +127,7 @@ impl Stack {
         upload(&self.docs, token, title, content, 64 * 1024).await
     }
 
-    pub async fn download(&self, token: &str, id: &str) -> Result<Vec<u8>, Status> {
+    pub(crate) async fn download(&self, token: &str, id: &str) -> Result<Vec<u8>, Status> {
         let mut stream = self
             .docs
             .documents()
@@ -163,25 +146,12 @@ impl Stack {
         Ok(content)
     }
 
-    pub async fn doc_events(&self, token: &str, action: &str) -> Vec<AuditEvent> {
-        self.docs
-            .audit()
-            .list_audit_events(bearer(
-                ListAuditEventsRequest {
-                    action: action.to_owned(),
-                    page_size: 500,
-                    ..Default::default()
-                },
-                token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .events
+    pub(crate) async fn doc_events(&self, token: &str, action: &str) -> Vec<AuditEvent> {
+        audit_events(&self.docs.channel, token, action).await
     }
 }
 
-pub fn metadata(title: &str) -> pb::UploadDocumentRequest {
+pub(crate) fn metadata(title: &str) -> pb::UploadDocumentRequest {
     pb::UploadDocumentRequest {
         payload: Some(pb::upload_document_request::Payload::Metadata(
             pb::DocumentMetadata {
@@ -193,13 +163,13 @@ pub fn metadata(title: &str) -> pb::UploadDocumentRequest {
     }
 }
 
-pub fn chunk(bytes: &[u8]) -> pb::UploadDocumentRequest {
+pub(crate) fn chunk(bytes: &[u8]) -> pb::UploadDocumentRequest {
     pb::UploadDocumentRequest {
         payload: Some(pb::upload_document_request::Payload::Chunk(bytes.to_vec())),
     }
 }
 
-pub async fn upload(
+pub(crate) async fn upload(
     docs: &DocApp,
     token: &str,
     title: &str,
@@ -218,13 +188,13 @@ pub async fn upload(
         .map(|r| r.into_inner().document.unwrap())
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     shared::audit::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// Rows in a table of document-service's database, behind its back.
-pub async fn count(db: &TestDb, table: &str) -> i64 {
+pub(crate) async fn count(db: &TestDb, table: &str) -> i64 {
     let db = shared::db::Db::connect(&db.url, &Default::default())
         .await
         .unwrap();
@@ -234,7 +204,11 @@ pub async fn count(db: &TestDb, table: &str) -> i64 {
     n
 }
 
-pub async fn verify(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic::Status> {
+pub(crate) async fn verify(
+    stack: &Stack,
+    token: &str,
+    id: &str,
+) -> Result<pb::Document, tonic::Status> {
     stack
         .docs
         .documents()
@@ -249,7 +223,7 @@ pub async fn verify(stack: &Stack, token: &str, id: &str) -> Result<pb::Document
         .map(|r| r.into_inner().document.unwrap())
 }
 
-pub async fn reject(
+pub(crate) async fn reject(
     stack: &Stack,
     token: &str,
     id: &str,
@@ -269,7 +243,11 @@ pub async fn reject(
         .map(|r| r.into_inner().document.unwrap())
 }
 
-pub async fn get(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, tonic::Status> {
+pub(crate) async fn get(
+    stack: &Stack,
+    token: &str,
+    id: &str,
+) -> Result<pb::Document, tonic::Status> {
     stack
         .docs
         .documents()
@@ -283,7 +261,7 @@ pub async fn get(stack: &Stack, token: &str, id: &str) -> Result<pb::Document, t
         .map(|r| r.into_inner().document.unwrap())
 }
 
-pub async fn delete(stack: &Stack, token: &str, id: &str) -> Result<(), tonic::Status> {
+pub(crate) async fn delete(stack: &Stack, token: &str, id: &str) -> Result<(), tonic::Status> {
     stack
         .docs
         .documents()

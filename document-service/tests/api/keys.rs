@@ -137,7 +137,7 @@ async fn health_follows_auth_service_and_the_database() {
     }
     // Take the database away: refuse new connections and cut the open ones.
     let name = stack.docs.db.url.rsplit('/').next().unwrap().to_owned();
-    let server = std::env::var(shared::testkit::POSTGRES_ENV).unwrap();
+    let server = std::env::var(testkit::POSTGRES_ENV).unwrap();
     let admin = sqlx::PgPool::connect(&format!("{server}/postgres"))
         .await
         .unwrap();

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use shared::{
-    proto::document::v1::{ListDocumentsRequest, document_service_client::DocumentServiceClient},
-    testkit::{Process, TestDb},
+use shared::proto::document::v1::{
+    ListDocumentsRequest, document_service_client::DocumentServiceClient,
 };
+use testkit::{Process, TestDb};
 use tonic::{
     Request,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use clap::CommandFactory;
-
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap()
 }
@@ -44,8 +42,8 @@ fn documented() -> BTreeMap<String, Option<String>> {
 fn defined() -> BTreeMap<String, Option<String>> {
     let mut settings = BTreeMap::new();
     let mut commands = vec![
-        auth_service::cli::Cli::command(),
-        document_service::cli::Cli::command(),
+        auth_service::cli::command(),
+        document_service::cli::command(),
     ];
     while let Some(command) = commands.pop() {
         for arg in command.get_arguments() {
@@ -95,8 +93,8 @@ fn the_subcommands_match_the_code() {
         .expect("a Subcommands line")
         .replace('\n', " ");
     for (binary, command) in [
-        ("auth-service", auth_service::cli::Cli::command()),
-        ("document-service", document_service::cli::Cli::command()),
+        ("auth-service", auth_service::cli::command()),
+        ("document-service", document_service::cli::command()),
     ] {
         let listed = line
             .split(&format!("`{binary} ["))

@@ -67,7 +67,8 @@ mod tests {
             let (noun, verb) = wire.split_once('.').unwrap_or_default();
             assert!(!noun.is_empty() && !verb.is_empty(), "{wire}");
             assert!(
-                wire.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'),
+                wire.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'),
                 "{wire}"
             );
         }

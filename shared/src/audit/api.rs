@@ -9,9 +9,9 @@ use crate::{
     error::{Error, Result},
     identity::current_user,
     on_dialect,
-    page::{PageTokens, page_size},
+    page::{PageSize, PageTokens},
     proto::audit::v1::{self as pb, audit_service_server::AuditService},
-    validate,
+    validate::{self, AllFields, UserId},
 };
 
 /// `docverify.audit.v1.AuditService` over one service's trail.
@@ -35,28 +35,27 @@ struct ListFilter {
     until: Option<Timestamp>,
 }
 
-impl ListFilter {
-    fn parse(req: &pb::ListAuditEventsRequest) -> Result<Self> {
-        let mut v = validate::Violations::default();
-        let actor_id = if req.actor_id.is_empty() {
-            None
-        } else {
-            v.check(validate::uuid("actor_id", &req.actor_id))
-        };
-        let action = v.check(validate::text("action", &req.action, false, 100));
-        let target_id = v.check(validate::text("target_id", &req.target_id, false, 200));
-        let since = req.since.as_ref().map(Timestamp::from_proto);
-        let until = req.until.as_ref().map(Timestamp::from_proto);
-        v.into_result()?;
+impl TryFrom<&pb::ListAuditEventsRequest> for ListFilter {
+    type Error = Error;
+
+    fn try_from(req: &pb::ListAuditEventsRequest) -> Result<Self> {
+        let (actor_id, action, target_id) = (
+            UserId::parse_optional("actor_id", &req.actor_id),
+            validate::text("action", &req.action, false, 100),
+            validate::text("target_id", &req.target_id, false, 200),
+        )
+            .all()?;
         Ok(Self {
-            actor_id,
-            action: action.filter(|s| !s.is_empty()),
-            target_id: target_id.filter(|s| !s.is_empty()),
-            since,
-            until,
+            actor_id: actor_id.map(|UserId(id)| id),
+            action: Some(action).filter(|s| !s.is_empty()),
+            target_id: Some(target_id).filter(|s| !s.is_empty()),
+            since: req.since.as_ref().map(Timestamp::from_proto),
+            until: req.until.as_ref().map(Timestamp::from_proto),
         })
     }
+}
 
+impl ListFilter {
     /// Binds a page token to the filters it was issued for.
     fn scope(&self, caller: Uuid) -> String {
         format!(
@@ -79,8 +78,7 @@ impl AuditService for AuditApi {
     ) -> Result<tonic::Response<pb::ListAuditEventsResponse>, tonic::Status> {
         let caller = current_user(&request)?.user_id;
         let req = request.get_ref();
-        let filter = ListFilter::parse(req)?;
-        let size = page_size(req.page_size)?;
+        let (filter, size) = (ListFilter::try_from(req), PageSize::parse(req.page_size)).all()?;
         let scope = filter.scope(caller);
         let before = match self.tokens.open(&scope, &req.page_token)? {
             Some(cursor) => i64::from_be_bytes(
@@ -104,18 +102,13 @@ impl AuditService for AuditApi {
             .bind(&filter.target_id)
             .bind(filter.since)
             .bind(filter.until)
-            .bind(i64::from(size) + 1)
+            .bind(i64::from(size.fetch()))
             .fetch_all(p)
             .await
             .map_err(Error::from)?);
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|r| self.tokens.seal(&scope, &r.sequence.to_be_bytes()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self.tokens.next_page(&scope, &mut rows, size, |r| {
+            r.sequence.to_be_bytes().to_vec()
+        });
         Ok(tonic::Response::new(pb::ListAuditEventsResponse {
             events: rows.iter().map(Record::to_proto).collect(),
             next_page_token,

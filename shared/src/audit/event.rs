@@ -87,4 +87,3 @@ impl Event {
         self
     }
 }
-

@@ -20,7 +20,7 @@ const VERIFY_BATCH: i64 = 1000;
 
 /// A stored audit row.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Record {
+pub(super) struct Record {
     pub sequence: i64,
     pub id: Uuid,
     pub occurred_at: Timestamp,
@@ -98,6 +98,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Appends `event` inside `tx`; it commits or rolls back with the change.
+#[tracing::instrument(level = "debug", skip(tx, ctx, event), fields(action = %event.action))]
 pub async fn append(tx: &mut Tx, ctx: &RequestContext, now: Timestamp, event: Event) -> Result<()> {
     // Bumping the head takes its row lock: concurrent writers queue here.
     let bump =
@@ -150,6 +151,7 @@ pub async fn append(tx: &mut Tx, ctx: &RequestContext, now: Timestamp, event: Ev
 
 /// Appends an event that stands alone (a denial, a failed login) in its own
 /// transaction.
+#[tracing::instrument(level = "debug", skip(db, ctx, event), fields(action = %event.action))]
 pub async fn record(db: &Db, ctx: &RequestContext, now: Timestamp, event: Event) -> Result<()> {
     let mut tx = db.begin().await?;
     append(&mut tx, ctx, now, event).await?;
@@ -164,6 +166,7 @@ const PG_TRIGGERS: [&str; 3] = [
 ];
 
 /// Refuses to serve when the append-only triggers were dropped.
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn check_triggers(db: &Db) -> Result<()> {
     let (expected, found): (&[&str], Vec<String>) = match db.reader() {
         Dialect::Sqlite(p) => (
@@ -210,6 +213,7 @@ pub struct ChainReport {
 /// a batch at a time (memory stays bounded), every read in one snapshot: events
 /// that writers commit meanwhile are not part of this check, so an intact
 /// chain under load is reported intact, with the size that was checked.
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn verify_chain(db: &Db) -> Result<ChainReport> {
     let batch_sql = "SELECT sequence, id, occurred_at, actor_id, actor_email, action, target_type, \
                      target_id, outcome, request_id, client_addr, details, prev_hash, hash \
@@ -254,4 +258,3 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport> {
         first_invalid_sequence: if valid { 0 } else { checked + 1 },
     })
 }
-

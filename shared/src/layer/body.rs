@@ -56,7 +56,7 @@ impl Finish {
             in_flight,
             method,
             span,
-            started: Instant::now(),
+            started: crate::clock::monotonic(),
             slot: None,
             recorded: false,
         }
@@ -220,7 +220,7 @@ async fn watch(
     idle: Duration,
     lifetime: Duration,
 ) {
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         tokio::time::sleep(tick.min(lifetime)).await;
@@ -285,7 +285,7 @@ impl http_body::Body for Watched {
                 finish.done(code);
             }
         } else {
-            s.handed_over = Some(Instant::now());
+            s.handed_over = Some(crate::clock::monotonic());
         }
         Poll::Ready(frame)
     }

@@ -55,7 +55,7 @@ use crate::{
     identity::{Identity, REQUEST_ID, RequestContext},
     metrics::{METRICS, ServiceLabels},
     policy::{self, Access, UNKNOWN_METHOD},
-    verifier::{BoxFuture, TokenVerifier},
+    token::{BoxFuture, TokenVerifier},
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -67,12 +67,7 @@ fn summary(window: Window) -> Event {
 }
 
 /// A refusal's event: denied, by `actor`, on `target`.
-pub fn refusal(
-    action: Action,
-    actor: Actor,
-    method: &str,
-    details: serde_json::Value,
-) -> Event {
+pub fn refusal(action: Action, actor: Actor, method: &str, details: serde_json::Value) -> Event {
     Event::new(action, actor, "method", method)
         .outcome(Outcome::Denied)
         .details(details)

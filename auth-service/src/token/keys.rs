@@ -61,7 +61,7 @@ impl Loaded {
     }
 }
 
-pub struct SigningKeys {
+pub(crate) struct SigningKeys {
     loaded: RwLock<Arc<Loaded>>,
     /// Keys from the database are reloaded; configured files are fixed.
     db: Option<Db>,
@@ -82,7 +82,7 @@ impl std::fmt::Debug for SigningKeys {
 }
 
 impl SigningKeys {
-    pub async fn load(files: &[PathBuf], db: &Db, now: Timestamp) -> Result<Self> {
+    pub(crate) async fn load(files: &[PathBuf], db: &Db, now: Timestamp) -> Result<Self> {
         let (keys, db) = if files.is_empty() {
             (stored_keys(db, now).await?, Some(db.clone()))
         } else {
@@ -118,7 +118,7 @@ impl SigningKeys {
     }
 
     /// Reads the stored keys again (a no-op for configured files).
-    pub async fn reload(&self) -> Result<()> {
+    pub(crate) async fn reload(&self) -> Result<()> {
         let Some(db) = &self.db else { return Ok(()) };
         let keys = read_keys(db).await?;
         if keys.is_empty() {
@@ -135,7 +135,10 @@ impl SigningKeys {
     }
 
     /// Reloads every `every` until the task is aborted.
-    pub fn spawn_reload(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    pub(crate) fn spawn_reload(
+        self: &Arc<Self>,
+        every: Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         self.db.as_ref()?;
         let keys = Arc::downgrade(self);
         Some(tokio::spawn(async move {
@@ -151,7 +154,7 @@ impl SigningKeys {
 
     /// Verifies `token`; a `kid` this replica does not know reloads the keys
     /// first (rate-limited), in case another replica added it.
-    pub async fn verify(&self, token: &str, now: Timestamp) -> Result<AccessClaims> {
+    pub(crate) async fn verify(&self, token: &str, now: Timestamp) -> Result<AccessClaims> {
         let loaded = self.current();
         match loaded.verify.verify(token, now) {
             Err(TokenError::UnknownKey) if self.may_reload_for_unknown_kid() => {
@@ -172,11 +175,11 @@ impl SigningKeys {
         if self.db.is_none() || last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD) {
             return false;
         }
-        *last = Some(Instant::now());
+        *last = Some(shared::clock::monotonic());
         true
     }
 
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
+    pub(crate) fn sign(&self, claims: &AccessClaims) -> Result<String> {
         let loaded = self.current();
         let key = loaded
             .keys
@@ -188,7 +191,7 @@ impl SigningKeys {
         jsonwebtoken::encode(&header, claims, &key.private).map_err(Error::internal)
     }
 
-    pub fn to_proto(&self) -> Result<ListSigningKeysResponse> {
+    pub(crate) fn to_proto(&self) -> Result<ListSigningKeysResponse> {
         let loaded = self.current();
         let set = JwkSet {
             keys: loaded.keys.iter().map(|k| k.jwk.clone()).collect(),

@@ -76,7 +76,7 @@ impl JwksVerifier {
 
     async fn fetch(&self) -> Result<()> {
         if let Ok(mut last) = self.last_fetch.lock() {
-            *last = Some(Instant::now());
+            *last = Some(crate::clock::monotonic());
         }
         let response = self
             .client

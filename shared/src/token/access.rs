@@ -15,7 +15,12 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{db::Timestamp, error::{Error, Reason}, identity::Identity, policy::Role};
+use crate::{
+    db::Timestamp,
+    error::{Error, Reason},
+    identity::Identity,
+    policy::Role,
+};
 
 pub const ISSUER: &str = "docverify-auth";
 pub const AUDIENCE: &str = "docverify";

@@ -6,13 +6,24 @@
 //! or over-limit upload therefore leaves nothing behind, and a slow client
 //! never holds a database transaction (on SQLite, the writer) open.
 
+use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::{Error, Reason, Result, proto::document::v1 as pb};
+use shared::{
+    Error, Reason, Result,
+    audit::{self, Action, Actor, Event},
+    identity::{Identity, RequestContext},
+    proto::document::v1 as pb,
+    validate::AllFields,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tonic::Streaming;
+use uuid::Uuid;
 
-use crate::documents::CHUNK_BYTES;
+use crate::{
+    documents::{self, CHUNK_BYTES, Document, NewDocument},
+    state::State,
+};
 
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_FILENAME_CHARS: usize = 255;
@@ -20,46 +31,40 @@ const MAX_CONTENT_TYPE_CHARS: usize = 127;
 
 /// Validated metadata from the first message.
 #[derive(Debug)]
-pub struct Metadata {
+pub(super) struct Metadata {
     pub title: String,
     pub filename: String,
     pub content_type: String,
 }
 
-impl Metadata {
-    fn parse(m: &pb::DocumentMetadata) -> Result<Self> {
-        let mut v = shared::validate::Violations::default();
-        let title = v.check(shared::validate::text(
-            "metadata.title",
-            &m.title,
-            true,
-            MAX_TITLE_CHARS,
-        ));
-        let filename = v.check(shared::validate::text(
-            "metadata.filename",
-            &m.filename,
-            true,
-            MAX_FILENAME_CHARS,
-        ));
-        if let Some(name) = &filename
-            && (name.contains('/') || name.contains('\\') || name == "." || name == "..")
-        {
-            v.check::<()>(Err(Error::invalid(
-                "metadata.filename",
-                "must be a file name, not a path",
-            )));
-        }
-        let content_type = v.check(content_type(&m.content_type));
-        v.into_result()?;
-        match (title, filename, content_type) {
-            (Some(title), Some(filename), Some(content_type)) => Ok(Self {
-                title,
-                filename,
-                content_type,
-            }),
-            _ => Err(Error::internal("validated fields missing")),
-        }
+impl TryFrom<&pb::DocumentMetadata> for Metadata {
+    type Error = Error;
+
+    fn try_from(m: &pb::DocumentMetadata) -> Result<Self> {
+        let (title, filename, content_type) = (
+            shared::validate::text("metadata.title", &m.title, true, MAX_TITLE_CHARS),
+            filename(&m.filename),
+            content_type(&m.content_type),
+        )
+            .all()?;
+        Ok(Self {
+            title,
+            filename,
+            content_type,
+        })
     }
+}
+
+/// A file name without any path.
+fn filename(raw: &str) -> Result<String> {
+    let name = shared::validate::text("metadata.filename", raw, true, MAX_FILENAME_CHARS)?;
+    if name.contains('/') || name.contains('\\') || name == "." || name == ".." {
+        return Err(Error::invalid(
+            "metadata.filename",
+            "must be a file name, not a path",
+        ));
+    }
+    Ok(name)
 }
 
 /// A media type such as `application/pdf`; empty means octet-stream.
@@ -90,7 +95,7 @@ fn content_type(raw: &str) -> Result<String> {
 
 /// A received upload, waiting on disk to be stored.
 #[derive(Debug)]
-pub struct Spooled {
+pub(super) struct Spooled {
     pub metadata: Metadata,
     pub size_bytes: i64,
     pub sha256: String,
@@ -105,7 +110,7 @@ fn too_large() -> Error {
     }
 }
 
-pub async fn receive(
+async fn receive(
     mut stream: Streaming<pb::UploadDocumentRequest>,
     max_bytes: u64,
 ) -> Result<Spooled> {
@@ -121,7 +126,7 @@ pub async fn receive(
             "the first message must carry the metadata",
         ));
     };
-    let metadata = Metadata::parse(&metadata)?;
+    let metadata = Metadata::try_from(&metadata)?;
 
     let file = tokio::task::spawn_blocking(tempfile::tempfile)
         .await
@@ -168,7 +173,7 @@ fn cancelled(status: tonic::Status) -> Error {
 
 impl Spooled {
     /// The next stored chunk (at most [`CHUNK_BYTES`]), `None` at the end.
-    pub async fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+    pub(super) async fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
         buf.clear();
         buf.resize(CHUNK_BYTES, 0);
         let mut filled = 0;
@@ -186,4 +191,49 @@ impl Spooled {
         buf.truncate(filled);
         Ok(filled > 0)
     }
+}
+
+/// UploadDocument: spools the stream, then stores row, chunks and audit
+/// event in one short transaction.
+pub(super) async fn upload(
+    state: &State,
+    ctx: &RequestContext,
+    me: &Identity,
+    stream: Streaming<pb::UploadDocumentRequest>,
+) -> Result<Document> {
+    let mut spooled = receive(stream, state.max_document_bytes).await?;
+    let id = Uuid::now_v7();
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let doc = documents::insert(
+        tx.conn(),
+        NewDocument {
+            id,
+            owner_id: me.user_id,
+            title: &spooled.metadata.title,
+            filename: &spooled.metadata.filename,
+            content_type: &spooled.metadata.content_type,
+            size_bytes: spooled.size_bytes,
+            sha256: &spooled.sha256,
+        },
+        now,
+    )
+    .await?;
+    let mut buf = Vec::new();
+    let mut seq = 0;
+    while spooled.next_chunk(&mut buf).await? {
+        documents::insert_chunk(tx.conn(), id, seq, &buf).await?;
+        seq += 1;
+    }
+    let event =
+        Event::new(Action::DocumentUploaded, Actor::from(me), "document", id).details(json!({
+            "title": doc.title,
+            "filename": doc.filename,
+            "content_type": doc.content_type,
+            "size_bytes": doc.size_bytes,
+            "sha256": doc.sha256,
+        }));
+    audit::append(&mut tx, ctx, now, event).await?;
+    tx.commit().await?;
+    Ok(doc)
 }

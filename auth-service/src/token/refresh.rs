@@ -28,7 +28,7 @@ use uuid::Uuid;
 const TOKEN_BYTES: usize = 32;
 
 /// A freshly minted refresh token (the only time its clear text exists).
-pub struct Minted {
+pub(crate) struct Minted {
     pub token: String,
 }
 
@@ -43,7 +43,8 @@ fn digest(token: &str) -> Vec<u8> {
 }
 
 /// Starts a family for a login, stamped with the user's current session epoch.
-pub async fn create_family(
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn create_family(
     c: Conn<'_>,
     user_id: Uuid,
     session_epoch: i64,
@@ -63,7 +64,8 @@ pub async fn create_family(
     Ok(id)
 }
 
-pub async fn mint(
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn mint(
     c: Conn<'_>,
     user_id: Uuid,
     family_id: Uuid,
@@ -90,7 +92,7 @@ pub async fn mint(
 
 /// What presenting a refresh token amounted to.
 #[derive(Debug)]
-pub enum Spent {
+pub(crate) enum Spent {
     /// It was live and is now spent: rotate within this family, if the
     /// user's session epoch is still `session_epoch`.
     Fresh {
@@ -139,7 +141,8 @@ async fn lock_family(c: Conn<'_>, family_id: Uuid) -> Result<Option<FamilyRow>> 
 }
 
 /// Spends `token` inside the caller's transaction, holding its family's lock.
-pub async fn spend(mut c: Conn<'_>, token: &str, now: Timestamp) -> Result<Spent> {
+#[tracing::instrument(level = "debug", skip(c, token))]
+pub(crate) async fn spend(mut c: Conn<'_>, token: &str, now: Timestamp) -> Result<Spent> {
     let hash = digest(token);
     let look = "SELECT user_id, family_id, used_at FROM refresh_tokens WHERE token_hash = $1";
     let Some(found) = on_dialect!(c.reborrow(), c => sqlx::query_as::<_, TokenRow>(look)
@@ -188,7 +191,8 @@ pub async fn spend(mut c: Conn<'_>, token: &str, now: Timestamp) -> Result<Spent
 
 /// The family of a token whose family is live (for logout), without
 /// spending it.
-pub async fn family_of(c: Conn<'_>, token: &str) -> Result<Option<(Uuid, Uuid)>> {
+#[tracing::instrument(level = "debug", skip(c, token))]
+pub(crate) async fn family_of(c: Conn<'_>, token: &str) -> Result<Option<(Uuid, Uuid)>> {
     let sql = "SELECT t.user_id, t.family_id FROM refresh_tokens t \
                JOIN refresh_families f ON f.id = t.family_id \
                WHERE t.token_hash = $1 AND f.revoked_at IS NULL";
@@ -199,7 +203,8 @@ pub async fn family_of(c: Conn<'_>, token: &str) -> Result<Option<(Uuid, Uuid)>>
 /// family row is updated first: that takes its lock, so a refresh in flight
 /// commits its successor before the tokens are revoked (and is seen by the
 /// second statement's fresh snapshot).
-pub async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timestamp) -> Result<u64> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timestamp) -> Result<u64> {
     let family = "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
     let tokens =
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
@@ -211,7 +216,8 @@ pub async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timestamp) -> 
 
 /// Revokes every family of a user (with the session epoch the caller bumped,
 /// families created concurrently are dead too); the number of tokens revoked.
-pub async fn revoke_user(mut c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn revoke_user(mut c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
     let families =
         "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
     let tokens =

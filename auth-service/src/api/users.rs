@@ -8,29 +8,49 @@ use shared::{
     Error, Reason, Result,
     audit::{self, Action, Actor, Event},
     identity::{Identity, current_user, request_context},
-    page::page_size,
+    page::PageSize,
     policy::Role,
     proto::auth::v1::{self as pb, user_service_server::UserService},
-    validate,
+    validate::{AllFields, UserId, Violations},
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{sessions, state::State, throttle, users};
+use crate::{state::State, throttle, token::refresh, users};
 
 #[derive(Debug, Clone)]
-pub struct UsersApi {
+pub(crate) struct UsersApi {
     state: Arc<State>,
 }
 
 impl UsersApi {
-    pub fn new(state: Arc<State>) -> Self {
+    pub(crate) fn new(state: Arc<State>) -> Self {
         Self { state }
     }
 }
 
+/// A parsed `SetUserRolesRequest`.
+#[derive(Debug)]
+struct SetUserRoles {
+    id: Uuid,
+    roles: Vec<Role>,
+}
+
+impl TryFrom<&pb::SetUserRolesRequest> for SetUserRoles {
+    type Error = Error;
+
+    fn try_from(req: &pb::SetUserRolesRequest) -> Result<Self> {
+        let (UserId(id), roles) = (
+            UserId::parse("user_id", &req.user_id),
+            parse_roles(&req.roles),
+        )
+            .all()?;
+        Ok(Self { id, roles })
+    }
+}
+
 fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
-    let mut v = validate::Violations::default();
+    let mut v = Violations::default();
     let roles: Vec<Role> = raw
         .iter()
         .enumerate()
@@ -61,7 +81,7 @@ impl UsersApi {
     async fn set_disabled(&self, request: Request<String>, disabled: bool) -> Result<users::User> {
         let ctx = request_context(&request);
         let me = current_user(&request)?;
-        let id = validate::uuid("user_id", request.get_ref())?;
+        let UserId(id) = UserId::parse("user_id", request.get_ref())?;
         if disabled {
             refuse_self(me, id, "you cannot disable your own account")?;
         }
@@ -76,7 +96,7 @@ impl UsersApi {
         }
         let user = users::set_disabled(tx.conn(), id, disabled, now).await?;
         let (action, details) = if disabled {
-            let revoked = sessions::revoke_user(tx.conn(), id, now).await?;
+            let revoked = refresh::revoke_user(tx.conn(), id, now).await?;
             (
                 Action::UserDisabled,
                 json!({ "revoked_refresh_tokens": revoked }),
@@ -100,23 +120,14 @@ impl UserService for UsersApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let me = current_user(&request)?;
         let req = request.get_ref();
-        let size = page_size(req.page_size)?;
+        let size = PageSize::parse(req.page_size)?;
         let scope = format!("users|{}", me.user_id);
-        let before = match self.state.page_tokens.open(&scope, &req.page_token)? {
-            Some(cursor) => Some(
-                Uuid::from_slice(&cursor).map_err(|_| Error::invalid("page_token", "malformed"))?,
-            ),
-            None => None,
-        };
-        let mut rows = users::list(self.state.db.read().await?.conn(), before, size + 1).await?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|u| self.state.page_tokens.seal(&scope, u.id.as_bytes()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let tokens = &self.state.page_tokens;
+        let before = tokens.open_uuid(&scope, &req.page_token)?;
+        let mut rows =
+            users::list(self.state.db.read().await?.conn(), before, size.fetch()).await?;
+        let next_page_token =
+            tokens.next_page(&scope, &mut rows, size, |u| u.id.as_bytes().to_vec());
         Ok(Response::new(pb::ListUsersResponse {
             users: rows.iter().map(users::User::to_proto).collect(),
             next_page_token,
@@ -128,7 +139,7 @@ impl UserService for UsersApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        let id = validate::uuid("user_id", &request.get_ref().user_id)?;
+        let UserId(id) = UserId::parse("user_id", &request.get_ref().user_id)?;
         let user = users::by_id(self.state.db.read().await?.conn(), id)
             .await?
             .ok_or(Error::not_found("user"))?;
@@ -144,14 +155,7 @@ impl UserService for UsersApi {
     ) -> Result<Response<pb::SetUserRolesResponse>, Status> {
         let ctx = request_context(&request);
         let me = current_user(&request)?;
-        let req = request.get_ref();
-        let mut v = validate::Violations::default();
-        let id = v.check(validate::uuid("user_id", &req.user_id));
-        let roles = v.check(parse_roles(&req.roles));
-        v.into_result()?;
-        let (Some(id), Some(roles)) = (id, roles) else {
-            return Err(Error::internal("validated fields missing").into());
-        };
+        let SetUserRoles { id, roles } = request.get_ref().try_into()?;
         if !roles.contains(&Role::ADMIN) {
             refuse_self(me, id, "you cannot remove your own admin role")?;
         }
@@ -210,7 +214,7 @@ impl UserService for UsersApi {
     ) -> Result<Response<pb::UnlockUserResponse>, Status> {
         let ctx = request_context(&request);
         let me = current_user(&request)?;
-        let id = validate::uuid("user_id", &request.get_ref().user_id)?;
+        let UserId(id) = UserId::parse("user_id", &request.get_ref().user_id)?;
         let now = self.state.clock.now();
         let mut tx = self.state.db.begin().await?;
         let user = users::by_id(tx.conn(), id)

@@ -9,26 +9,25 @@ use std::sync::Arc;
 use shared::{
     Result,
     identity::Identity,
-    token::{AccessClaims, INVALID_TOKEN},
-    verifier::{BoxFuture, TokenVerifier},
+    token::{AccessClaims, BoxFuture, INVALID_TOKEN, TokenVerifier},
 };
 
 use crate::{state::State, users};
 
 #[derive(Debug)]
-pub struct AuthVerifier {
+pub(crate) struct AuthVerifier {
     state: Arc<State>,
 }
 
 impl AuthVerifier {
-    pub fn new(state: Arc<State>) -> Self {
+    pub(crate) fn new(state: Arc<State>) -> Self {
         Self { state }
     }
 }
 
 /// The claims of `token` when it is valid and its user still stands behind
 /// it. A database failure is an error, not a verdict.
-pub async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::User)> {
+pub(crate) async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::User)> {
     let now = state.clock.now();
     let claims = match state.verified_tokens.get(token, now) {
         Some(claims) => claims,

@@ -1,0 +1,11 @@
+//! What every document-service handler shares.
+
+use shared::{clock::Clock, db::Db, page::PageTokens};
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub db: Db,
+    pub clock: Clock,
+    pub page_tokens: PageTokens,
+    pub max_document_bytes: u64,
+}

@@ -1,0 +1,116 @@
+//! A fresh, empty database per test, dropped afterwards. SQLite in a temporary folder by default; a
+//! fresh PostgreSQL database when `DOCVERIFY_TEST_POSTGRES` holds a server
+//! URL (for example `postgres://postgres@127.0.0.1:5432`).
+
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+/// The variable that switches the tests to PostgreSQL.
+pub const POSTGRES_ENV: &str = "DOCVERIFY_TEST_POSTGRES";
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { server: String, name: String },
+}
+
+impl TestDb {
+    /// A fresh database; `label` names it for whoever looks at the server.
+    pub async fn fresh(label: &str) -> Self {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(server) if !server.is_empty() => {
+                let server = server.trim_end_matches('/').to_owned();
+                let name = format!("dv_{label}_{}", Uuid::now_v7().simple());
+                let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={server}: cannot connect: {e}"));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+                let _ = admin.close().await;
+                Self {
+                    url: format!("{server}/{name}"),
+                    cleanup: Cleanup::Postgres { server, name },
+                }
+            }
+            _ => {
+                let dir =
+                    tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+                let url = format!("sqlite://{}/{label}.db", dir.path().display());
+                Self {
+                    url,
+                    cleanup: Cleanup::Dir(dir),
+                }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.cleanup, Cleanup::Postgres { .. })
+    }
+
+    /// PostgreSQL only: an outage (refuse new connections and cut the open
+    /// ones) with `false`, the end of it with `true`.
+    pub async fn set_reachable(&self, reachable: bool) {
+        let Cleanup::Postgres { server, name } = &self.cleanup else {
+            panic!("set_reachable needs PostgreSQL");
+        };
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
+        let alter = format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {reachable}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(alter))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot alter {name}: {e}"));
+        if !reachable {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot cut connections to {name}: {e}"));
+        }
+        let _ = admin.close().await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { server, name } = &self.cleanup {
+            let (server, db) = (server.clone(), name.clone());
+            // Drop runs outside any runtime we may block: use a thread of our own.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                runtime.block_on(async {
+                    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+                        .await
+                        .ok()?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await
+                    .ok()?;
+                    admin.close().await.ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(()))) {
+                eprintln!("warning: could not drop test database {name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The service binaries run as child processes (signals, exit codes, logs).
+
+/// A service binary running as a child process, its output captured.
+#[derive(Debug)]
+pub struct Process {
+    child: std::process::Child,
+    output: Output,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Process {
+    /// Starts `binary` with `env` (and `NO_COLOR`), waits for its
+    /// `<name> listening addr=...` log line and returns with its address
+    /// (listen on port 0 and let the process tell).
+    pub async fn start(
+        binary: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        name: &str,
+    ) -> Self {
+        let (child, output) = spawn_child(binary, args, env);
+        wait_listening(child, output, name).await
+    }
+
+    /// Starts one process per environment at the same moment (all are
+    /// spawned before any is waited for: replicas racing on an empty
+    /// database), then waits for each to listen.
+    pub async fn start_together(
+        binary: &std::path::Path,
+        envs: &[Vec<(&str, String)>],
+        name: &str,
+    ) -> Vec<Self> {
+        let children: Vec<_> = envs
+            .iter()
+            .map(|env| spawn_child(binary, &[], env))
+            .collect();
+        let mut started = Vec::with_capacity(children.len());
+        for (child, output) in children {
+            started.push(wait_listening(child, output, name).await);
+        }
+        started
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Kills the process outright (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`.
+    pub async fn wait_for_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Output = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Spawns `binary` with its output captured.
+fn spawn_child(
+    binary: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (std::process::Child, Output) {
+    use std::{io::Read, process::Stdio};
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let output = Output::default();
+    let pipes: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout"))),
+        Box::new(child.stderr.take().unwrap_or_else(|| panic!("no stderr"))),
+    ];
+    for mut pipe in pipes {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut out) = output.lock() {
+                    out.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+    }
+    (child, output)
+}
+
+/// Waits for the `<name> listening addr=...` line; panics with the output
+/// when the process exits first or takes longer than 30 s.
+async fn wait_listening(mut child: std::process::Child, output: Output, name: &str) -> Process {
+    let needle = format!("{name} listening");
+    let started = std::time::Instant::now();
+    loop {
+        let text = output.lock().map(|o| o.clone()).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .find_map(|l| l.split("addr").nth(1))
+            .and_then(|rest| {
+                rest.trim_start_matches(['=', '"', ':', ' '])
+                    .split(['"', ' ', ',', '}'])
+                    .next()
+                    .and_then(|a| a.parse().ok())
+            })
+        {
+            return Process {
+                child,
+                output,
+                addr,
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited with {status} before listening:\n{text}");
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            panic!("{name} did not start listening within 30 s:\n{text}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
