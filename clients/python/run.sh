@@ -10,9 +10,13 @@
 #   AUTH_SERVICE_BIN      default ${CARGO_TARGET_DIR:-<repo>/target}/debug/auth-service
 #   DOCUMENT_SERVICE_BIN  default ${CARGO_TARGET_DIR:-<repo>/target}/debug/document-service
 #   PYTHON                the interpreter that makes the venv (default python3)
+#   DOCVERIFY_TEST_POSTGRES
+#                         a PostgreSQL server URL (postgres://postgres@127.0.0.1:5432):
+#                         run on fresh databases there, created and dropped with psql,
+#                         instead of SQLite; set but empty is an error. Unset: SQLite.
 #
-# The last line printed is "N passed, N failed"; the exit status is non-zero
-# on any failure.
+# It prints which database it used; the last line printed is "N passed, N
+# failed"; the exit status is non-zero on any failure.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"

@@ -2,8 +2,11 @@
 
 Stubs are generated from <repo>/proto at test time with grpc_tools.protoc.
 auth-service and document-service are started as subprocesses on port 0, each
-with a fresh SQLite database; readiness is a gRPC health check. The tests then
-run the story (register, login, upload, verify, audit, download), read the
+with a fresh SQLite database, or a fresh PostgreSQL database (created and
+dropped with psql) when DOCVERIFY_TEST_POSTGRES names a server such as
+postgres://postgres@127.0.0.1:5432; readiness is a gRPC health check. The tests
+then run the story (register, login, upload, verify, audit, download), check
+that a role change refuses the access tokens issued before it, read the
 google.rpc error details with grpcio-status and discover the services through
 server reflection.
 
@@ -16,6 +19,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +27,8 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
+import uuid
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -49,6 +55,100 @@ PASSWORD = "quartz violin meadow lantern"
 START_TIMEOUT = float(os.environ.get("DOCVERIFY_START_TIMEOUT", "60"))
 RPC_TIMEOUT = 30.0  # seconds for one RPC (argon2 hashing is slow in debug builds)
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+# When this names a PostgreSQL server, the services run on fresh databases there, not SQLite.
+POSTGRES_ENV = "DOCVERIFY_TEST_POSTGRES"
+PSQL_TIMEOUT = 60.0  # seconds for one psql command
+
+
+def postgres_server():
+    """The server named by DOCVERIFY_TEST_POSTGRES, or None (unset) for SQLite.
+
+    Set but empty is a mistake in the environment, not a request for SQLite: a run
+    that meant PostgreSQL must not pass on SQLite.
+    """
+    server = os.environ.get(POSTGRES_ENV)
+    if server is None:
+        return None
+    if not server.strip():
+        raise RuntimeError(
+            f"{POSTGRES_ENV} is set but empty: name a server "
+            "(for example postgres://postgres@127.0.0.1:5432), or unset it for SQLite"
+        )
+    return server.strip()
+
+
+def with_database(server, name):
+    """The server URL with its database (the URL's path) replaced by name."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(server)._replace(path=f"/{name}"))
+
+
+def redacted(url):
+    """The URL without its password, for printing."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def psql(server, sql):
+    """Runs one SQL command on the server's maintenance database "postgres"."""
+    binary = shutil.which("psql")
+    if binary is None:
+        raise RuntimeError(f"{POSTGRES_ENV} is set but psql is not on PATH")
+    env = dict(os.environ)
+    env.setdefault("PGCONNECT_TIMEOUT", "10")
+    target = with_database(server, "postgres")
+    command = [binary, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-c", sql]
+    try:
+        done = subprocess.run(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=PSQL_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"psql on {redacted(server)}: {sql!r} took over {PSQL_TIMEOUT}s")
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"psql on {redacted(server)}: {sql!r} failed ({done.returncode}): "
+            f"{done.stderr.strip()}"
+        )
+
+
+# Test databases created and not yet dropped, name -> server: what the atexit fallback drops.
+_LIVE_DATABASES = {}
+
+
+def create_database(server, label):
+    """A fresh, empty database on the server; its URL and name."""
+    name = f"dv_py_{label}_{uuid.uuid4().hex}"
+    psql(server, f'CREATE DATABASE "{name}"')
+    _LIVE_DATABASES[name] = server
+    return with_database(server, name), name
+
+
+def drop_database(name):
+    """Drops a database create_database made, cutting its connections first."""
+    server = _LIVE_DATABASES.get(name)
+    if server is None:
+        return
+    psql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    del _LIVE_DATABASES[name]
+
+
+@atexit.register
+def _drop_leftover_databases():
+    """Whatever the class cleanups did not drop (a failed drop, an interrupted run)."""
+    for name in list(_LIVE_DATABASES):
+        try:
+            drop_database(name)
+        except Exception as e:
+            print(f"warning: could not drop test database {name}: {e}", file=sys.stderr)
 
 
 def generate_stubs(out_dir):
@@ -240,7 +340,6 @@ class StoryTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="docverify-py-")
         cls.addClassCleanup(cls.tmp.cleanup)
-        tmp = cls.tmp.name
         load_stubs()
         cls.auth_pb2 = importlib.import_module("docverify.auth.v1.auth_pb2")
         cls.auth_grpc = importlib.import_module("docverify.auth.v1.auth_pb2_grpc")
@@ -248,6 +347,10 @@ class StoryTest(unittest.TestCase):
         cls.doc_grpc = importlib.import_module("docverify.document.v1.document_pb2_grpc")
         cls.audit_pb2 = importlib.import_module("docverify.audit.v1.audit_pb2")
         cls.audit_grpc = importlib.import_module("docverify.audit.v1.audit_pb2_grpc")
+
+        # Before _stop_all is registered, so the drops run after the services stopped.
+        auth_db = cls.fresh_database("auth")
+        documents_db = cls.fresh_database("documents")
 
         cls.services = []
         cls.addClassCleanup(cls._stop_all)
@@ -258,7 +361,7 @@ class StoryTest(unittest.TestCase):
             AUTH_BIN,
             {
                 "AUTH_LISTEN_ADDR": "127.0.0.1:0",
-                "AUTH_DATABASE_URL": f"sqlite://{tmp}/auth.db",
+                "AUTH_DATABASE_URL": auth_db,
                 "BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
                 "BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "RUST_LOG": "info",
@@ -280,7 +383,7 @@ class StoryTest(unittest.TestCase):
             DOCUMENT_BIN,
             {
                 "DOCUMENT_LISTEN_ADDR": "127.0.0.1:0",
-                "DOCUMENT_DATABASE_URL": f"sqlite://{tmp}/documents.db",
+                "DOCUMENT_DATABASE_URL": documents_db,
                 "AUTH_SERVICE_URL": f"http://{cls.auth_addr}",
                 "TOKEN_VALIDATION": cls.TOKEN_VALIDATION,
                 "RUST_LOG": "info",
@@ -302,6 +405,18 @@ class StoryTest(unittest.TestCase):
         cls.users = cls.auth_grpc.UserServiceStub(cls.auth_channel)
         cls.docs = cls.doc_grpc.DocumentServiceStub(cls.doc_channel)
         cls.audit = cls.audit_grpc.AuditServiceStub(cls.doc_channel)
+
+    @classmethod
+    def fresh_database(cls, label):
+        """A fresh database for one service of this class: a file in the class's temporary
+        folder on SQLite; on PostgreSQL a new database, dropped by a class cleanup."""
+        server = postgres_server()
+        if server is None:
+            return f"sqlite://{cls.tmp.name}/{label}.db"
+        url, name = create_database(server, label)
+        cls.addClassCleanup(drop_database, name)
+        print(f"[test] {cls.__name__}: {label} database {name} on {redacted(server)}", flush=True)
+        return url
 
     @classmethod
     def _stop_all(cls):
@@ -329,6 +444,11 @@ class StoryTest(unittest.TestCase):
         self.assertEqual(r.token_type, "Bearer")
         self.assertGreater(r.expires_in, 0)
         return r
+
+    def current_user(self, token):
+        return self.auth.GetCurrentUser(
+            self.auth_pb2.GetCurrentUserRequest(), metadata=bearer(token), timeout=RPC_TIMEOUT
+        ).user
 
     def upload(self, token, title, filename, content, chunk=64 * 1024):
         def messages():
@@ -468,6 +588,42 @@ class StoryTest(unittest.TestCase):
         self.assertEqual(hashlib.sha256(downloaded).hexdigest(), doc.sha256)
         self.assertEqual(self.download(auditor_token, doc.id), content)
 
+    def test_role_change_refuses_older_access_tokens(self):
+        # SetUserRoles bumps the user's token generation, which auth-service checks on every
+        # request: a token issued before the change is refused at once, not at its expiry.
+        user = self.register("promoted@example.com", "Paula Promoted")
+        old_token = self.login("promoted@example.com").access_token
+        before = self.current_user(old_token)
+        self.assertEqual(before.id, user.id)
+        self.assertEqual(list(before.roles), ["user"])
+
+        admin_token = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).access_token
+        changed = self.users.SetUserRoles(
+            self.auth_pb2.SetUserRolesRequest(user_id=user.id, roles=["verifier", "auditor"]),
+            metadata=bearer(admin_token),
+            timeout=RPC_TIMEOUT,
+        ).user
+        self.assertEqual(sorted(changed.roles), ["auditor", "verifier"])
+
+        with self.assertRaises(grpc.RpcError) as refused:
+            self.current_user(old_token)
+        err = refused.exception
+        self.assertEqual(err.code(), grpc.StatusCode.UNAUTHENTICATED, err.details())
+        _, found = details_of(err)
+        self.assertIn("ErrorInfo", found)
+        self.assertEqual(found["ErrorInfo"].domain, "docverify")
+        self.assertEqual(found["ErrorInfo"].reason, "INVALID_TOKEN")
+
+        # A new login carries the new roles; the old token stays refused.
+        new = self.login("promoted@example.com")
+        self.assertEqual(sorted(new.user.roles), ["auditor", "verifier"])
+        me = self.current_user(new.access_token)
+        self.assertEqual(me.id, user.id)
+        self.assertEqual(sorted(me.roles), ["auditor", "verifier"])
+        with self.assertRaises(grpc.RpcError) as still_refused:
+            self.current_user(old_token)
+        self.assertEqual(still_refused.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
     def test_rich_error_details_on_invalid_register(self):
         with self.assertRaises(grpc.RpcError) as caught:
             self.auth.Register(
@@ -552,7 +708,26 @@ class RemoteValidationStoryTest(StoryTest):
 CLASSES = (StoryTest, RemoteValidationStoryTest)
 
 
+def describe_database():
+    """Which database this run uses, checked before any test starts."""
+    server = postgres_server()
+    if server is None:
+        return "SQLite (a fresh file per service and test class)"
+    psql(server, "SELECT 1")
+    return (
+        f"PostgreSQL at {redacted(server)} ({POSTGRES_ENV}; a fresh database per service "
+        "and test class, dropped afterwards)"
+    )
+
+
 def main():
+    try:
+        database = describe_database()
+    except Exception as e:
+        print(f"python client: {e}", file=sys.stderr, flush=True)
+        print("0 passed, 1 failed", flush=True)
+        return 1
+    print(f"database: {database}", flush=True)
     loader = unittest.defaultTestLoader
     suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in CLASSES)
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
@@ -563,6 +738,7 @@ def main():
         for c in CLASSES:
             for s in c.__dict__.get("services", ()):
                 print(f"--- last lines of {s.name} ({c.__name__}):\n{s.log_tail()}")
+    print(f"database: {database}")
     sys.stderr.flush()
     ok = failed == 0 and passed > 0
     line = f"{passed} passed, {failed} failed"

@@ -118,10 +118,20 @@ pub fn command<C: ServiceConfig, X: OwnCommands<C>>() -> clap::Command {
 
 /// Parses the command line and runs the chosen subcommand.
 pub async fn run<C: ServiceConfig, X: OwnCommands<C>>() -> ExitCode {
-    let cli = command::<C, X>()
+    let command = command::<C, X>();
+    let cli = command
+        .clone()
         .try_get_matches()
         .and_then(|matches| Cli::<C, X>::from_arg_matches(&matches))
-        .unwrap_or_else(|e| e.exit());
+        .unwrap_or_else(|e| {
+            if let Some(setting) = failed_setting(&command, &e) {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("error: the setting {setting} is invalid");
+                }
+            }
+            e.exit()
+        });
     if let Err(e) = crate::telemetry::init(cli.server.log_format) {
         return server::exit(Err(e));
     }
@@ -139,6 +149,24 @@ pub async fn run<C: ServiceConfig, X: OwnCommands<C>>() -> ExitCode {
         Command::Own(own) => own.run(config).await,
     };
     server::exit(result)
+}
+
+/// The environment variable (and flag) of the argument a parse error is
+/// about: operators set the variables, while clap's own message names only
+/// the flag.
+fn failed_setting(command: &clap::Command, error: &clap::Error) -> Option<String> {
+    let clap::error::ContextValue::String(invalid) =
+        error.get(clap::error::ContextKind::InvalidArg)?
+    else {
+        return None;
+    };
+    let long = invalid.strip_prefix("--")?.split([' ', '=']).next()?;
+    command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| format!("{} (--{long})", env.to_string_lossy()))
 }
 
 async fn serve<C: ServiceConfig>(config: C, server: &ServerConfig) -> Result<()> {

@@ -52,6 +52,17 @@ pub fn monotonic() -> std::time::Instant {
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
+    /// A [`Clock`] that shows this one's time (for a second service that
+    /// must share it).
+    pub fn clock(&self) -> Clock {
+        Clock(Source::Manual(self.0.clone()))
+    }
+
+    /// The time the clock shows.
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_unix_micros(self.0.load(Ordering::SeqCst))
+    }
+
     pub fn advance(&self, by: std::time::Duration) {
         let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         self.0.fetch_add(micros, Ordering::SeqCst);

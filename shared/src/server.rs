@@ -17,12 +17,13 @@ use crate::{
 };
 
 /// A tonic server with the configured limits and TLS; services add the
-/// layers ([`cors`], gRPC-Web, the RPC layer) and their routes.
+/// layers ([`cors`], gRPC-Web, the RPC layer) and their routes. The RPC
+/// layer, not tonic, enforces REQUEST_TIMEOUT (so that it answers
+/// DEADLINE_EXCEEDED).
 pub fn builder(config: &ServerConfig) -> Result<Server> {
     let mut server = Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(config.max_concurrent_streams)
-        .timeout(config.request_timeout)
         .http2_keepalive_interval(Some(config.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
     if let Some(tls) = server_tls(config)? {

@@ -7,6 +7,21 @@ async fn raw_db(app: &TestApp) -> Db {
     Db::connect(&app.db.url, &Default::default()).await.unwrap()
 }
 
+/// Asserts that `result` is the append-only trigger's own refusal, not
+/// just any SQL error (a typo in the statement would be one too).
+#[track_caller]
+fn refused_as_append_only(result: Result<(), sqlx::Error>, what: &str) {
+    let error = result.expect_err(what);
+    let message = error
+        .as_database_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("audit_events is append-only"),
+        "{what}: refused by the trigger, got {error:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_chain_is_valid_and_append_only() {
     let app = spawn_app().await;
@@ -32,15 +47,12 @@ async fn the_chain_is_valid_and_append_only() {
 
     let db = raw_db(&app).await;
     let update = on_dialect!(db.writer(), p => sqlx::query("UPDATE audit_events SET action = 'x'").execute(p).await.map(|_| ()));
-    assert!(update.is_err(), "UPDATE must be refused by the database");
+    refused_as_append_only(update, "UPDATE");
     let delete = on_dialect!(db.writer(), p => sqlx::query("DELETE FROM audit_events").execute(p).await.map(|_| ()));
-    assert!(delete.is_err(), "DELETE must be refused by the database");
+    refused_as_append_only(delete, "DELETE");
     if app.db.is_postgres() {
         let truncate = on_dialect!(db.writer(), p => sqlx::query("TRUNCATE audit_events").execute(p).await.map(|_| ()));
-        assert!(
-            truncate.is_err(),
-            "TRUNCATE must be refused by the database"
-        );
+        refused_as_append_only(truncate, "TRUNCATE");
     }
     db.close().await;
 }
@@ -108,27 +120,68 @@ async fn tampering_is_found_and_named() {
 #[tokio::test]
 async fn a_rolled_back_change_leaves_no_event() {
     let app = spawn_app().await;
-    app.register("walt@example.com").await;
     let admin = app.admin().await;
-    let before = app.events(&admin.access_token, "").await.len();
-    // A duplicate registration fails inside its transaction after the
-    // audit append would have happened: nothing may remain.
-    let dup = app
+    let before = app.events(&admin.access_token, "").await;
+    // A failure injected after the append has written everything (event
+    // row, head sequence and hash), before the commit: the last statement
+    // of the append fails for this one registration.
+    let db = raw_db(&app).await;
+    let inject: &[&str] = if app.db.is_postgres() {
+        &[
+            "CREATE FUNCTION fail_doomed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF (SELECT actor_email FROM audit_events WHERE sequence = NEW.sequence) = 'doomed@example.com' \
+             THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER fail_doomed AFTER UPDATE OF hash ON audit_head \
+             FOR EACH ROW EXECUTE FUNCTION fail_doomed()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER fail_doomed AFTER UPDATE OF hash ON audit_head \
+           WHEN (SELECT actor_email FROM audit_events WHERE sequence = NEW.sequence) = 'doomed@example.com' \
+           BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ]
+    };
+    for statement in inject {
+        on_dialect!(db.writer(), p => sqlx::query(sqlx::AssertSqlSafe(*statement)).execute(p).await.map(|_| ())).unwrap();
+    }
+    let doomed = app
         .auth()
         .register(shared::proto::auth::v1::RegisterRequest {
-            email: "walt@example.com".into(),
+            email: "doomed@example.com".into(),
             password: PASSWORD.into(),
-            display_name: "Walt".into(),
+            display_name: "Doomed".into(),
         })
         .await;
-    assert_error(dup, Code::AlreadyExists, "EMAIL_TAKEN");
+    assert_error(doomed, Code::Internal, "INTERNAL");
     let after = app.events(&admin.access_token, "").await;
-    assert_eq!(after.len(), before, "the failed registration left no event");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "the failed registration left no event"
+    );
     // Nor did it burn a sequence number: the next event follows on directly.
-    app.admin().await;
-    let latest = app.events(&admin.access_token, "").await;
+    app.register("walt@example.com").await;
+    let latest = app.events(&admin.access_token, "user.registered").await;
+    assert_eq!(latest[0].actor_email, "walt@example.com");
     assert_eq!(latest[0].sequence, after[0].sequence + 1);
     assert!(app.verify_chain(&admin.access_token).await.valid);
+    let drop: &[&str] = if app.db.is_postgres() {
+        &[
+            "DROP TRIGGER fail_doomed ON audit_head",
+            "DROP FUNCTION fail_doomed",
+        ]
+    } else {
+        &["DROP TRIGGER fail_doomed"]
+    };
+    for statement in drop {
+        on_dialect!(db.writer(), p => sqlx::query(sqlx::AssertSqlSafe(*statement)).execute(p).await.map(|_| ())).unwrap();
+    }
+    assert_error(
+        app.login("doomed@example.com", PASSWORD).await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
+    db.close().await;
 }
 
 #[tokio::test]
@@ -151,5 +204,192 @@ async fn migrations_apply_from_empty_and_refuse_a_newer_schema() {
         .await
         .expect_err("newer schema");
     assert!(format!("{refused:?}").contains("newer"), "{refused:?}");
+    db.close().await;
+}
+
+/// ListAuditEvents pages with sealed tokens (tampered, replayed under other
+/// filters or by another caller: INVALID_ARGUMENT) and filters by actor and
+/// by time (the service's clock is moved between two batches of events).
+#[tokio::test]
+async fn audit_listing_pages_and_filters() {
+    use shared::proto::audit::v1::ListAuditEventsRequest;
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let auditor = app.user("auditor@example.com").await;
+    let auditor_id = auditor.user.as_ref().unwrap().id.clone();
+    set_roles(&app, &admin.access_token, &auditor_id, &["auditor"])
+        .await
+        .unwrap();
+    for i in 0..4 {
+        app.register(&format!("early{i}@example.com")).await;
+    }
+    app.clock.advance(std::time::Duration::from_secs(3600));
+    let boundary = app.clock.now();
+    for i in 0..3 {
+        app.register(&format!("late{i}@example.com")).await;
+    }
+    // An hour on, the earlier access tokens have expired.
+    let admin = app.admin().await;
+    let auditor = app.login("auditor@example.com", PASSWORD).await.unwrap();
+    let list = |token: String, req: ListAuditEventsRequest| {
+        let mut audit = app.audit();
+        async move {
+            audit
+                .list_audit_events(bearer(req, &token))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let registered = |page_token: String| ListAuditEventsRequest {
+        action: "user.registered".into(),
+        page_size: 3,
+        page_token,
+        ..Default::default()
+    };
+
+    // Real paging: pages of 3, newest first, no overlap, nothing missed.
+    let all = app.events(&admin.access_token, "user.registered").await;
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    let mut first_token = None;
+    loop {
+        let page = list(admin.access_token.clone(), registered(token))
+            .await
+            .unwrap();
+        assert!(page.events.len() <= 3);
+        paged.extend(page.events.iter().map(|e| e.sequence));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        first_token.get_or_insert(page.next_page_token.clone());
+        token = page.next_page_token;
+    }
+    let expected: Vec<i64> = all.iter().map(|e| e.sequence).collect();
+    assert_eq!(paged, expected, "the pages add up to the whole list");
+    assert!(expected.len() >= 9, "{}", expected.len());
+    let token = first_token.unwrap();
+
+    // Tampered, replayed under another filter, replayed by another caller.
+    let mut tampered = token.clone().into_bytes();
+    tampered[2] = if tampered[2] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let bad = assert_error(
+        list(admin.access_token.clone(), registered(tampered)).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&bad), ["page_token"]);
+    let other_filter = ListAuditEventsRequest {
+        action: "auth.login_succeeded".into(),
+        ..registered(token.clone())
+    };
+    assert_error(
+        list(admin.access_token.clone(), other_filter).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_error(
+        list(auditor.access_token.clone(), registered(token)).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+
+    // By actor: only that user's events.
+    let by_actor = list(
+        admin.access_token.clone(),
+        ListAuditEventsRequest {
+            actor_id: auditor_id.clone(),
+            page_size: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .events;
+    assert!(!by_actor.is_empty());
+    assert!(by_actor.iter().all(|e| e.actor_id == auditor_id));
+
+    // By time: `since` includes the boundary, `until` excludes it.
+    let registered_in = |since, until| ListAuditEventsRequest {
+        action: "user.registered".into(),
+        page_size: 100,
+        since,
+        until,
+        ..Default::default()
+    };
+    let late = list(
+        admin.access_token.clone(),
+        registered_in(Some(boundary.to_proto()), None),
+    )
+    .await
+    .unwrap()
+    .events;
+    let emails: Vec<&str> = late.iter().map(|e| e.actor_email.as_str()).collect();
+    assert_eq!(
+        emails,
+        [
+            "late2@example.com",
+            "late1@example.com",
+            "late0@example.com"
+        ]
+    );
+    let early = list(
+        admin.access_token.clone(),
+        registered_in(None, Some(boundary.to_proto())),
+    )
+    .await
+    .unwrap()
+    .events;
+    assert_eq!(early.len(), all.len() - 3);
+    assert!(early.iter().all(|e| !e.actor_email.starts_with("late")));
+}
+
+/// Rows edited behind the service's back are found by VerifyAuditChain:
+/// the newest rows deleted (the head runs ahead), and a forged row inserted
+/// past the head (the triggers allow INSERT; the head does not move).
+#[tokio::test]
+async fn removed_and_inserted_rows_are_found() {
+    let app = spawn_app().await;
+    app.user("rhea@example.com").await;
+    let admin = app.admin().await;
+    assert!(app.verify_chain(&admin.access_token).await.valid);
+    let newest = app.events(&admin.access_token, "").await[0].clone();
+    let db = raw_db(&app).await;
+
+    let forged = "INSERT INTO audit_events (sequence, id, occurred_at, actor_id, actor_email, action, \
+                  target_type, target_id, outcome, request_id, client_addr, details, prev_hash, hash) \
+                  SELECT sequence + 1000, $2, occurred_at, actor_id, actor_email, action, target_type, \
+                  target_id, outcome, request_id, client_addr, details, hash, hash \
+                  FROM audit_events WHERE sequence = $1";
+    // A copy of the newest row with a fresh id (ids are unique), past the head.
+    on_dialect!(db.writer(), p => {
+        sqlx::query(forged)
+            .bind(newest.sequence)
+            .bind(uuid::Uuid::now_v7())
+            .execute(p)
+            .await
+            .unwrap();
+    });
+    let report = app.verify_chain(&admin.access_token).await;
+    assert!(!report.valid, "an inserted row is found: {report:?}");
+    assert_eq!(report.first_invalid_sequence, newest.sequence + 1);
+
+    // Remove it and the newest real row (the triggers dropped for it).
+    let drop = if app.db.is_postgres() {
+        "DROP TRIGGER audit_events_no_delete ON audit_events"
+    } else {
+        "DROP TRIGGER audit_events_no_delete"
+    };
+    on_dialect!(db.writer(), p => {
+        sqlx::query(sqlx::AssertSqlSafe(drop)).execute(p).await.unwrap();
+        sqlx::query("DELETE FROM audit_events WHERE sequence >= $1")
+            .bind(newest.sequence)
+            .execute(p)
+            .await
+            .unwrap();
+    });
+    let report = app.verify_chain(&admin.access_token).await;
+    assert!(!report.valid, "removed newest rows are found: {report:?}");
+    assert_eq!(report.first_invalid_sequence, newest.sequence);
     db.close().await;
 }

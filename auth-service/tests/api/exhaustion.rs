@@ -379,8 +379,10 @@ async fn a_stuck_lock_ends_as_unavailable() {
         c.server.db_lock_timeout = Duration::from_millis(300);
     })
     .await;
-    if !app.db.is_postgres() {
-        eprintln!("SKIPPED on SQLite (PostgreSQL only): a_stuck_lock_ends_as_unavailable");
+    if app
+        .db
+        .skips_without_postgres("a stuck row lock ends as UNAVAILABLE")
+    {
         return;
     }
     let user = app.register("locked-row@example.com").await;
@@ -422,4 +424,37 @@ async fn lock_out(app: &TestApp, email: &str) {
             "INVALID_CREDENTIALS",
         );
     }
+}
+
+/// REQUEST_TIMEOUT bounds a call whatever the caller asked: a registration
+/// (a strength check and a hash, tens of milliseconds) with 2 ms to run is
+/// answered DEADLINE_EXCEEDED by the server, and leaves no account behind.
+/// (With tonic's own timer this was CANCELLED.)
+#[tokio::test]
+async fn request_timeout_answers_deadline_exceeded() {
+    let app = spawn_app_with(|c| c.server.request_timeout = Duration::from_millis(2)).await;
+    let registered = app
+        .auth()
+        .register(pb::RegisterRequest {
+            email: "slow@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "Slow".into(),
+        })
+        .await;
+    assert_error(registered, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
+    use sqlx::Connection;
+    let count: i64 = if app.db.is_postgres() {
+        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = 'slow@example.com'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = 'slow@example.com'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count, 0, "the cancelled registration stored nothing");
 }

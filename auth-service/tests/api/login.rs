@@ -4,6 +4,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::*;
+use shared::proto::auth::v1 as pb;
 
 #[tokio::test]
 async fn wrong_password_and_unknown_email_look_alike() {
@@ -278,4 +279,87 @@ async fn timing_round(app: &TestApp, round: usize, tries: usize) -> f64 {
         u * 1e3
     );
     ratio
+}
+
+/// The lock doubles with each further failure up to its 15-minute cap;
+/// ChangePassword's current-password check counts against the same
+/// throttle (a stolen access token is no way around it); and the count
+/// survives a restart (it lives in the database).
+#[tokio::test]
+async fn throttling_doubles_to_its_cap_covers_change_password_and_survives_a_restart() {
+    let mut app = spawn_app().await;
+    let email = "gwen@example.com";
+    let session = app.user(email).await;
+    let retry_after = |status: tonic::Status| {
+        status
+            .get_error_details()
+            .retry_info()
+            .unwrap()
+            .retry_delay
+            .unwrap()
+    };
+    // Four failures by login, the fifth by ChangePassword.
+    for _ in 0..4 {
+        assert_error(
+            app.login(email, "wrong wrong wrong").await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+    }
+    let change = |current: &str| {
+        let mut auth = app.auth();
+        let request = bearer(
+            pb::ChangePasswordRequest {
+                current_password: current.into(),
+                new_password: "quasar tundra fiddle marmalade".into(),
+            },
+            &session.access_token,
+        );
+        async move { auth.change_password(request).await }
+    };
+    assert_error(
+        change("wrong wrong wrong").await,
+        Code::Unauthenticated,
+        "INVALID_CREDENTIALS",
+    );
+    let locked = assert_error(
+        change(PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
+    assert!(retry_after(locked) <= Duration::from_secs(60));
+
+    app.restart().await;
+    let locked = assert_error(
+        app.login(email, PASSWORD).await,
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+    );
+    assert!(
+        retry_after(locked) > Duration::from_secs(50),
+        "the lock outlived the restart"
+    );
+
+    // Each further failure doubles the lock: 2, 4, 8 minutes, then the cap.
+    let mut lock = Duration::from_secs(60);
+    for expected in [120, 240, 480, 900, 900] {
+        app.clock.advance(lock + Duration::from_secs(1));
+        assert_error(
+            app.login(email, "wrong wrong wrong").await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        lock = retry_after(assert_error(
+            app.login(email, PASSWORD).await,
+            Code::ResourceExhausted,
+            "LOGIN_THROTTLED",
+        ));
+        let expected = Duration::from_secs(expected);
+        assert!(
+            lock <= expected && lock > expected - Duration::from_secs(5),
+            "expected about {expected:?}, got {lock:?}"
+        );
+    }
+    app.clock.advance(lock + Duration::from_secs(1));
+    app.login(email, PASSWORD).await.unwrap();
 }

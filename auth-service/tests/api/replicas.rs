@@ -51,8 +51,7 @@ async fn kids(channel: &Channel) -> Vec<String> {
 async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
     for round in 0..3 {
         let db = TestDb::fresh("replicas").await;
-        if !db.is_postgres() {
-            eprintln!("SKIPPED on SQLite (several processes need PostgreSQL)");
+        if db.skips_without_postgres("replicas started together") {
             return;
         }
         let env = replica_env(&db);
@@ -93,8 +92,7 @@ async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_added_elsewhere_is_served_and_accepted_everywhere() {
     let db = TestDb::fresh("rotation").await;
-    if !db.is_postgres() {
-        eprintln!("SKIPPED on SQLite (several processes need PostgreSQL)");
+    if db.skips_without_postgres("a key added by another replica") {
         return;
     }
     let env = replica_env(&db);

@@ -76,6 +76,7 @@ async fn concurrent_uses_of_one_token_have_one_winner() {
 async fn logout_revokes_the_family() {
     let app = spawn_app().await;
     let login = app.user("judy@example.com").await;
+    let other_device = app.login("judy@example.com", PASSWORD).await.unwrap();
     let rotated = refresh(&app, &login.refresh_token).await.unwrap();
     app.auth()
         .logout(pb::LogoutRequest {
@@ -88,6 +89,10 @@ async fn logout_revokes_the_family() {
         Code::Unauthenticated,
         "INVALID_REFRESH_TOKEN",
     );
+    // Only that session ended: the other device's family lives on.
+    refresh(&app, &other_device.refresh_token)
+        .await
+        .expect("another session survives a logout");
     // Logging out with an unknown token reveals nothing and changes nothing.
     app.auth()
         .logout(pb::LogoutRequest {
@@ -186,4 +191,35 @@ async fn change_password_revokes_every_session() {
         !validate.active,
         "a token from before the password change is inactive"
     );
+}
+
+/// Refresh tokens are stored only as SHA-256 hashes: the table holds the
+/// hash of each token handed out and never the token itself (read straight
+/// from the database, as someone with a copy of it would).
+#[tokio::test]
+async fn refresh_tokens_are_stored_only_as_hashes() {
+    use sha2::{Digest, Sha256};
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let login = app.user("hash@example.com").await;
+    let rotated = refresh(&app, &login.refresh_token).await.unwrap();
+    let query = "SELECT token_hash FROM refresh_tokens";
+    let hashes: Vec<Vec<u8>> = if app.db.is_postgres() {
+        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar(query).fetch_all(&mut c).await.unwrap()
+    };
+    assert_eq!(hashes.len(), 2, "the first token and its successor");
+    for token in [&login.refresh_token, &rotated.refresh_token] {
+        let digest = Sha256::digest(token.as_bytes()).to_vec();
+        assert!(hashes.contains(&digest), "the hash of each token is kept");
+        for stored in &hashes {
+            assert!(
+                !String::from_utf8_lossy(stored).contains(token.as_str()),
+                "a token is stored in the clear"
+            );
+        }
+    }
 }

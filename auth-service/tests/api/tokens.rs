@@ -6,12 +6,14 @@ use tonic::Code;
 use crate::helpers::*;
 use shared::proto::auth::v1 as pb;
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+/// The service's own time (its clock stands still unless the test moves
+/// it), so that a bound such as "expired 31 s ago" holds exactly.
+fn now(app: &TestApp) -> i64 {
+    app.clock.now().unix_seconds()
 }
 
-fn claims(sub: &str) -> Value {
-    let now = now();
+fn claims(app: &TestApp, sub: &str) -> Value {
+    let now = now(app);
     json!({
         "iss": "docverify-auth", "aud": "docverify", "sub": sub, "email": "m@example.com",
         "roles": ["admin"], "iat": now, "nbf": now, "exp": now + 600, "jti": "j", "tgen": 0
@@ -27,6 +29,18 @@ fn header(kid: &str) -> Header {
 
 fn sign(key: &EncodingKey, header: &Header, claims: &Value) -> String {
     jsonwebtoken::encode(header, claims, key).unwrap()
+}
+
+/// A token whose header is given verbatim, signed correctly with `key`: what
+/// is refused is the header's content, not the signature.
+fn signed_raw(key: &EncodingKey, header: Value, claims: &Value) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, Algorithm::EdDSA).unwrap();
+    format!("{message}.{signature}")
 }
 
 /// A token whose header and payload are given verbatim, with any signature.
@@ -62,7 +76,7 @@ async fn inactive(app: &TestApp, token: &str, why: &str) {
 async fn a_well_formed_token_from_our_key_is_accepted() {
     let app = spawn_app().await;
     let user = app.register("mia@example.com").await;
-    let token = sign(&app.key.key, &header(&app.key.kid), &claims(&user.id));
+    let token = sign(&app.key.key, &header(&app.key.kid), &claims(&app, &user.id));
     assert_eq!(app.me(&token).await.unwrap().id, user.id);
     let v = app
         .auth()
@@ -87,7 +101,7 @@ async fn forged_and_broken_tokens_are_refused() {
     let app = spawn_app().await;
     let user = app.register("ned@example.com").await;
     let kid = app.key.kid.clone();
-    let good = claims(&user.id);
+    let good = claims(&app, &user.id);
     let signed = |h: &Header, c: &Value| sign(&app.key.key, h, c);
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = good.clone();
@@ -130,15 +144,15 @@ async fn forged_and_broken_tokens_are_refused() {
         ),
         (
             "expired",
-            signed(&header(&kid), &with(&|c| c["exp"] = json!(now() - 31))),
+            signed(&header(&kid), &with(&|c| c["exp"] = json!(now(&app) - 31))),
         ),
         (
             "not yet valid",
-            signed(&header(&kid), &with(&|c| c["nbf"] = json!(now() + 120))),
+            signed(&header(&kid), &with(&|c| c["nbf"] = json!(now(&app) + 120))),
         ),
         (
             "issued in the future",
-            signed(&header(&kid), &with(&|c| c["iat"] = json!(now() + 120))),
+            signed(&header(&kid), &with(&|c| c["iat"] = json!(now(&app) + 120))),
         ),
         (
             "wrong audience",
@@ -207,29 +221,31 @@ async fn forged_and_broken_tokens_are_refused() {
     let mut x5u = header(&kid);
     x5u.x5u = Some("https://attacker.example/cert.pem".into());
     cases.push(("x5u header", signed(&x5u, &good)));
-    let attacker = TestKey::generate();
-    let mut embedded = header(&attacker.kid);
+    // Signed with the service's own key and kid: refused for the header
+    // field alone (the signature and kid would pass).
+    let mut embedded = header(&kid);
     embedded.jwk =
-        Some(jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker.key, Algorithm::EdDSA).unwrap());
-    cases.push(("embedded jwk", sign(&attacker.key, &embedded, &good)));
-    cases.push(("crit header", {
-        let token = signed(&header(&kid), &good);
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[0] = URL_SAFE_NO_PAD.encode(
-            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid, "crit": ["exp"]}).to_string(),
-        );
-        parts.join(".")
-    }));
+        Some(jsonwebtoken::jwk::Jwk::from_encoding_key(&app.key.key, Algorithm::EdDSA).unwrap());
+    cases.push(("embedded jwk", signed(&embedded, &good)));
+    cases.push((
+        "crit header",
+        signed_raw(
+            &app.key.key,
+            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid, "crit": ["exp"]}),
+            &good,
+        ),
+    ));
+    let control = signed_raw(
+        &app.key.key,
+        json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid}),
+        &good,
+    );
+    assert!(
+        app.me(&control).await.is_ok(),
+        "the same construction without the refused header fields is accepted"
+    );
     // HS256 signed with the public key as the secret (key confusion).
-    let public = app
-        .auth()
-        .list_signing_keys(pb::ListSigningKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys[0]
-        .public_key
-        .clone();
+    let public = app.public_key().await;
     let mut hs = Header::new(Algorithm::HS256);
     hs.typ = Some("at+jwt".into());
     hs.kid = Some(kid.clone());

@@ -77,6 +77,10 @@ async fn the_last_admin_cannot_lock_themselves_out() {
         ))
         .await;
     assert_error(disable, Code::FailedPrecondition, "LAST_ADMIN_PROTECTION");
+    // The refusals changed nothing: still an enabled admin, same token.
+    let unchanged = app.me(&admin.access_token).await.unwrap();
+    assert_eq!(unchanged.roles, vec!["admin"]);
+    assert!(!unchanged.disabled);
     // Adding roles while keeping admin is fine.
     set_roles(&app, &admin.access_token, &me, &["admin", "auditor"])
         .await

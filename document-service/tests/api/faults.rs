@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -85,9 +85,15 @@ async fn thirty_two_clients_keep_both_chains_valid_and_gapless() {
                 .await,
         );
     }
+    // Each client on a connection of its own (one shared HTTP/2 connection
+    // would multiplex them all over one socket and one server task).
     let clients = (0..32).map(|i| {
-        let docs = stack.docs.channel.clone();
-        let auth = stack.auth.channel.clone();
+        let docs = Channel::from_shared(stack.docs.addr_url())
+            .unwrap()
+            .connect_lazy();
+        let auth = Channel::from_shared(format!("http://{}", stack.auth.addr))
+            .unwrap()
+            .connect_lazy();
         let (token, user_id) = users[i % users.len()].clone();
         let (verifier, admin) = (verifier.clone(), admin.clone());
         async move {
@@ -220,10 +226,17 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
     let channel = connect_when_ready(docs.addr).await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Uploads sent and not yet answered, and uploads that completed: the
+    // kill comes when some have completed and others are provably in flight.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
         .map(|i| {
             let channel = channel.clone();
             let stop = stop.clone();
+            let (in_flight, completed, started) =
+                (in_flight.clone(), completed.clone(), started.clone());
             let (owner, verifier) = (owner.clone(), verifier.clone());
             async move {
                 let mut documents = DocumentServiceClient::new(channel);
@@ -236,9 +249,14 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
                         request
                             .metadata_mut()
                             .insert("authorization", format!("Bearer {owner}").parse().unwrap());
-                        if documents.upload_document(request).await.is_err() {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        in_flight.fetch_add(1, Ordering::SeqCst);
+                        let uploaded = documents.upload_document(request).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        if uploaded.is_err() {
                             return;
                         }
+                        completed.fetch_add(1, Ordering::SeqCst);
                     } else {
                         let Ok(page) = documents
                             .list_documents(bearer(
@@ -269,8 +287,16 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
         })
         .collect();
     let running = tokio::spawn(concurrently(workers));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = Instant::now();
+    while !(completed.load(Ordering::SeqCst) >= 4 && in_flight.load(Ordering::SeqCst) >= 2) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "writes never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     docs.kill();
+    let started_by_kill = started.load(Ordering::SeqCst);
     stop.store(true, Ordering::Relaxed);
     let _ = running.await;
 
@@ -291,6 +317,14 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
         .into_inner()
         .documents;
     assert!(!all.is_empty(), "some uploads completed before the kill");
+    // Uploads answered OK are there; those cut off by the kill may or may
+    // not have committed, but none is there in part (checked below).
+    let answered = completed.load(Ordering::SeqCst);
+    assert!(
+        all.len() >= answered && all.len() <= started_by_kill,
+        "{} stored, {answered} answered, {started_by_kill} started by the kill",
+        all.len()
+    );
     for doc in &all {
         let uploaded = events
             .iter()
@@ -345,10 +379,11 @@ async fn a_database_outage_answers_unavailable_and_heals_without_restart() {
         c.server.health_check_interval = Duration::from_millis(200)
     })
     .await;
-    if !stack.docs.db.is_postgres() {
-        eprintln!(
-            "skipped: the database outage test needs PostgreSQL (set DOCVERIFY_TEST_POSTGRES)"
-        );
+    if stack
+        .docs
+        .db
+        .skips_without_postgres("a database outage under load")
+    {
         return;
     }
     let (token, _) = stack.user_with_roles("outage@example.com", &["user"]).await;

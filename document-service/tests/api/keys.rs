@@ -51,7 +51,19 @@ async fn fails_closed_until_keys_arrive_then_survives_auth_outage() {
     // auth-service goes away: tokens still verify with the cached keys.
     auth.stop().await;
     assert_eq!(list_code(&docs, &token).await, Code::Ok);
+    // A token naming an unknown kid makes the verifier fetch the keys
+    // again, which fails now; it is refused, and the keys it had stay.
     assert_eq!(list_code(&docs, junk).await, Code::Unauthenticated);
+    // A token this verifier has never seen (so not in its cache of checked
+    // signatures), signed with the known key: verified with the kept keys.
+    let user_id = uuid::Uuid::now_v7().to_string();
+    let unseen = auth.sign(&auth.claims(&user_id, &["user"]));
+    assert_eq!(list_code(&docs, &unseen).await, Code::Ok);
+    // And a forged one (another key, the same kid) still is not.
+    let mut forged = auth::TestKey::generate();
+    forged.kid = auth.key.kid.clone();
+    let other = forged.sign(&auth.claims(&user_id, &["user"]));
+    assert_eq!(list_code(&docs, &other).await, Code::Unauthenticated);
 }
 
 #[tokio::test]
@@ -129,10 +141,11 @@ async fn health_follows_auth_service_and_the_database() {
         "document-service itself still serves"
     );
 
-    if !stack.docs.db.is_postgres() {
-        eprintln!(
-            "database outage part skipped: it needs PostgreSQL (set DOCVERIFY_TEST_POSTGRES)"
-        );
+    if stack
+        .docs
+        .db
+        .skips_without_postgres("verification during a database outage")
+    {
         return;
     }
     // Take the database away: refuse new connections and cut the open ones.
@@ -206,4 +219,182 @@ async fn a_disabled_users_token_works_locally_until_it_expires() {
         })
         .await;
     assert_error(refresh, Code::Unauthenticated, "INVALID_REFRESH_TOKEN");
+}
+
+/// The token attacks auth-service's own tests make, against
+/// document-service's local verifier (it checks signatures itself, with the
+/// published keys): each is UNAUTHENTICATED, and the same construction
+/// done right passes, so each case fails for its own flaw.
+#[tokio::test]
+async fn token_attacks_fail_against_the_local_verifier() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    let stack = spawn_stack(TokenValidation::Local).await;
+    let (token, user_id) = stack.user_with_roles("target@example.com", &["user"]).await;
+    assert_eq!(list_code(&stack.docs, &token).await, Code::Ok);
+    let auth = &stack.auth;
+    let good = auth.claims(&user_id, &["user"]);
+    let now = good["iat"].as_i64().unwrap();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        auth.sign(&c)
+    };
+    let segment = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let kid = auth.key.kid.clone();
+    let header = |extra: Value| {
+        let mut h = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
+        h.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        h
+    };
+    // Signed correctly with the service's key, whatever the header says.
+    let signed_raw = |h: Value, c: &Value| {
+        let message = format!("{}.{}", segment(&h), segment(c));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &auth.key.key, Algorithm::EdDSA)
+                .unwrap();
+        format!("{message}.{signature}")
+    };
+    assert_eq!(
+        list_code(&stack.docs, &signed_raw(header(json!({})), &good)).await,
+        Code::Ok,
+        "the control token passes"
+    );
+    let public = stack.auth.public_key().await;
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.typ = Some("at+jwt".into());
+    hs.kid = Some(kid.clone());
+    let tampered = {
+        let real = auth.sign(&good);
+        let parts: Vec<&str> = real.split('.').collect();
+        let mut admin = good.clone();
+        admin["roles"] = json!(["admin"]);
+        format!("{}.{}.{}", parts[0], segment(&admin), parts[2])
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                segment(&header(json!({"alg": "none"}))),
+                segment(&good)
+            ),
+        ),
+        (
+            "HS256 with the public key",
+            jsonwebtoken::encode(&hs, &good, &EncodingKey::from_secret(&public)).unwrap(),
+        ),
+        ("tampered roles", tampered),
+        ("other key, same kid", {
+            let mut other = auth::TestKey::generate();
+            other.kid = kid.clone();
+            other.sign(&good)
+        }),
+        ("expired", with(&|c| c["exp"] = json!(now - 120))),
+        ("not yet valid", with(&|c| c["nbf"] = json!(now + 300))),
+        ("wrong audience", with(&|c| c["aud"] = json!("elsewhere"))),
+        ("wrong issuer", with(&|c| c["iss"] = json!("evil"))),
+        (
+            "no expiry",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+        ),
+        ("unknown role", with(&|c| c["roles"] = json!(["root"]))),
+        (
+            "jku header",
+            signed_raw(header(json!({"jku": "https://evil.example/jwks"})), &good),
+        ),
+        (
+            "crit header",
+            signed_raw(header(json!({"crit": ["exp"]})), &good),
+        ),
+        ("typ JWT", signed_raw(header(json!({"typ": "JWT"})), &good)),
+        ("over 8 KiB", with(&|c| c["pad"] = json!("p".repeat(9000)))),
+    ];
+    for (why, token) in cases {
+        assert_eq!(
+            list_code(&stack.docs, &token).await,
+            Code::Unauthenticated,
+            "{why}"
+        );
+    }
+}
+
+/// Key rotation as the README describes it: AUTH_SIGNING_KEY_FILE lists the
+/// new key first and the old one after it. auth-service signs with the new
+/// key and still accepts the old one's tokens; document-service fetches
+/// the keys again when a token names a kid it does not know; and with the
+/// old key retired, SIGNING_KEYS_REFRESH drops it from document-service
+/// without any unknown kid to prompt it.
+#[tokio::test]
+async fn keys_rotate_through_the_key_file_and_reach_document_service() {
+    let mut auth = auth::spawn_app().await;
+    let mut config = doc_config(format!("http://{}", auth.addr), TokenValidation::Local);
+    config.signing_keys_refresh = Duration::from_secs(1);
+    let old = auth::TestKey::generate();
+    let old_token = |auth: &AuthApp, user_id: &str| old.sign(&auth.claims(user_id, &["user"]));
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, key: &auth::TestKey| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &key.pem).unwrap();
+        path
+    };
+    // Start with the old key only.
+    let old_path = write("old.pem", &old);
+    auth.config_mut().signing_key_files = vec![old_path.clone()];
+    auth.restart().await;
+    config.auth_service_url = format!("http://{}", auth.addr);
+    let docs = spawn_docs(config).await;
+    let user = auth.register("rotate@example.com").await;
+    let before = auth.login("rotate@example.com", PASSWORD).await.unwrap();
+    assert_eq!(list_code(&docs, &before.access_token).await, Code::Ok);
+
+    // Rotate: the new key first, the old one still listed. The restart
+    // keeps the port document-service knows.
+    let new = auth::TestKey::generate();
+    let new_path = write("new.pem", &new);
+    auth.config_mut().signing_key_files = vec![new_path.clone(), old_path];
+    let addr = auth.addr;
+    auth.restart_on(addr).await;
+    let after = auth.login("rotate@example.com", PASSWORD).await.unwrap();
+    let header = jsonwebtoken::decode_header(&after.access_token).unwrap();
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(new.kid.as_str()),
+        "signed with the first key"
+    );
+    assert_eq!(
+        list_code(&docs, &after.access_token).await,
+        Code::Ok,
+        "document-service fetched the unknown kid"
+    );
+    assert!(
+        auth.me(&old_token(&auth, &user.id)).await.is_ok(),
+        "old tokens still verify"
+    );
+    assert_eq!(
+        list_code(&docs, &old_token(&auth, &user.id)).await,
+        Code::Ok
+    );
+
+    // Retire the old key: within a few refresh intervals document-service
+    // refuses its tokens too.
+    auth.config_mut().signing_key_files = vec![new_path];
+    auth.restart_on(addr).await;
+    assert!(auth.me(&old_token(&auth, &user.id)).await.is_err());
+    let mut refused = false;
+    for _ in 0..100 {
+        if list_code(&docs, &old_token(&auth, &user.id)).await == Code::Unauthenticated {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "SIGNING_KEYS_REFRESH dropped the retired key");
+    assert_eq!(list_code(&docs, &after.access_token).await, Code::Ok);
 }

@@ -7,6 +7,7 @@
 mod audit;
 mod bad_input;
 mod compose;
+mod expiry;
 mod faults;
 mod helpers;
 mod keys;

@@ -29,13 +29,31 @@ async fn start_docs(db: &TestDb, auth_url: String, extra: &[(&str, String)]) -> 
     Process::start(BIN.as_ref(), &[], &env, "document-service").await
 }
 
+/// SIGTERM while an upload is in flight: health turns NOT_SERVING at once
+/// (seen on a Watch opened before), the listener closes (a new connection
+/// is refused while the upload is still being sent), the upload completes
+/// whole, and the process exits cleanly within the drain timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_an_upload_completes_it_or_leaves_nothing() {
+async fn sigterm_during_an_upload_drains_it_and_refuses_new_connections() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let auth = auth::spawn_app().await;
     let token = auth.user("term@example.com").await.access_token;
     let db = TestDb::fresh("docbin").await;
     let mut docs = start_docs(&db, format!("http://{}", auth.addr), &[]).await;
     let channel = connect_when_ready(docs.addr).await;
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
 
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -50,39 +68,48 @@ async fn sigterm_during_an_upload_completes_it_or_leaves_nothing() {
         tx.send(chunk(&piece)).await.unwrap();
     }
     docs.terminate();
-    // The in-flight upload may finish within the drain timeout.
-    for _ in 0..8 {
-        if tx.send(chunk(&piece)).await.is_err() {
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32,
+        "health says NOT_SERVING before the process exits"
+    );
+    drop(watch);
+    // The upload is still open (its sender is held); new connections are
+    // refused meanwhile.
+    let mut refused = false;
+    for _ in 0..100 {
+        if DocumentServiceClient::connect(format!("http://{}", docs.addr))
+            .await
+            .is_err()
+        {
+            refused = true;
             break;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the listener closed during the drain");
+    assert!(!upload.is_finished(), "the upload was still in flight");
+    for _ in 0..8 {
+        tx.send(chunk(&piece))
+            .await
+            .expect("the in-flight upload keeps streaming during the drain");
     }
     drop(tx);
-    let outcome = upload.await.unwrap();
+    let doc = upload
+        .await
+        .unwrap()
+        .expect("the in-flight upload completes")
+        .into_inner()
+        .document
+        .unwrap();
+    assert_eq!(doc.size_bytes, 16 * 256 * 1024, "completed whole");
     let status = docs
         .wait_for_exit(Duration::from_secs(15))
         .await
         .expect("exits within the drain timeout");
     assert!(status.success(), "{status}");
-
-    let stored = count(&db, "documents").await;
-    match outcome {
-        Ok(response) => {
-            let doc = response.into_inner().document.unwrap();
-            assert_eq!(doc.size_bytes, 16 * 256 * 1024, "completed whole");
-            assert_eq!(stored, 1);
-        }
-        Err(status) => {
-            assert_eq!(stored, 0, "a failed upload leaves nothing: {status:?}");
-            assert_eq!(count(&db, "document_chunks").await, 0);
-        }
-    }
-    // New connections are refused once it stopped.
-    assert!(
-        DocumentServiceClient::connect(format!("http://{}", docs.addr))
-            .await
-            .is_err(),
-        "the listener is closed"
-    );
+    assert_eq!(count(&db, "documents").await, 1);
+    assert_eq!(count(&db, "document_chunks").await, 16);
 }
 
 struct Pki {
@@ -135,6 +162,22 @@ async fn tls_channel(
         .tls_config(tls)?
         .connect()
         .await
+}
+
+/// A channel to a document-service that serves TLS, trusting the test CA
+/// and presenting its client certificate.
+async fn docs_tls_channel(addr: std::net::SocketAddr, pki: &Pki) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .domain_name("document-service")
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
+    Endpoint::from_shared(format!("https://127.0.0.1:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -190,6 +233,34 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
         }
     };
     assert!(refused, "mutual TLS: no client certificate, no service");
+    // A certificate chain from another CA, either way round, is refused.
+    let stranger = self::pki();
+    let refused = |connected: Result<Channel, tonic::transport::Error>| async move {
+        match connected {
+            Err(_) => true,
+            Ok(channel) => {
+                shared::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel)
+                    .list_signing_keys(shared::proto::auth::v1::ListSigningKeysRequest {})
+                    .await
+                    .is_err()
+            }
+        }
+    };
+    for (trusted, (cert, key), why) in [
+        (
+            &stranger.ca_pem,
+            (&pki.client_cert, &pki.client_key),
+            "a client that trusts another CA does not accept the server",
+        ),
+        (
+            &pki.ca_pem,
+            (&stranger.client_cert, &stranger.client_key),
+            "a client certificate from another CA is refused",
+        ),
+    ] {
+        let connected = tls_channel(auth.addr, trusted, Some((cert, key))).await;
+        assert!(refused(connected).await, "{why}");
+    }
     auth_client
         .register(shared::proto::auth::v1::RegisterRequest {
             email: "tls@example.com".into(),
@@ -221,18 +292,7 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
         ],
     )
     .await;
-    let mut tls = ClientTlsConfig::new()
-        .domain_name("document-service")
-        .ca_certificate(Certificate::from_pem(&pki.ca_pem));
-    tls = tls.identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
-    let docs_channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", docs.addr.port()))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut documents = DocumentServiceClient::new(docs_channel);
+    let mut documents = DocumentServiceClient::new(docs_tls_channel(docs.addr, &pki).await);
     let mut listed = Err(tonic::Status::unavailable("not yet"));
     for _ in 0..100 {
         listed = documents
@@ -253,4 +313,164 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
             .is_err(),
     };
     assert!(plaintext_refused, "no plaintext on a TLS port");
+
+    // A document-service told to trust another CA for auth-service cannot
+    // fetch the keys: it fails closed (UNAVAILABLE), never open.
+    let wrong_ca = write("stranger-ca.pem", &stranger.ca_pem);
+    let db = TestDb::fresh("docwrongca").await;
+    let misconfigured = start_docs(
+        &db,
+        format!("https://localhost:{}", auth.addr.port()),
+        &[
+            ("AUTH_CA_FILE", wrong_ca.display().to_string()),
+            ("TLS_CERT_FILE", client_cert.display().to_string()),
+            ("TLS_KEY_FILE", client_key.display().to_string()),
+        ],
+    )
+    .await;
+    let mut documents =
+        DocumentServiceClient::new(docs_tls_channel(misconfigured.addr, &pki).await);
+    for _ in 0..10 {
+        let status = documents
+            .list_documents(bearer(ListDocumentsRequest::default(), &token))
+            .await
+            .expect_err("no keys: no access");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// document-service's own log at trace level (JSON): the document's
+/// content and the caller's token never appear, and each call's line names
+/// the user, the status and the latency. gRPC-Web with CORS is served on
+/// its port as on auth-service's.
+#[tokio::test]
+async fn the_trace_log_keeps_content_and_tokens_out_and_grpc_web_is_served() {
+    use std::io::{Read, Write};
+    let auth = auth::spawn_app().await;
+    let login = auth.user("quiet@example.com").await;
+    let (token, user_id) = (login.access_token, login.user.unwrap().id);
+    let db = TestDb::fresh("doclog").await;
+    let mut docs = start_docs(
+        &db,
+        format!("http://{}", auth.addr),
+        &[
+            ("RUST_LOG", "trace".into()),
+            ("LOG_FORMAT", "json".into()),
+            ("CORS_ALLOWED_ORIGINS", "https://app.example.com".into()),
+        ],
+    )
+    .await;
+    let channel = connect_when_ready(docs.addr).await;
+    let marker = "CONFIDENTIAL-CONTENT-7f3a9c";
+    let content = marker.repeat(1000).into_bytes();
+    let mut documents = DocumentServiceClient::new(channel);
+    let mut request = Request::new(tokio_stream::iter(vec![
+        metadata("secret plans"),
+        chunk(&content),
+    ]));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let doc = documents
+        .upload_document(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .document
+        .unwrap();
+    let mut stream = documents
+        .download_document(bearer(
+            shared::proto::document::v1::DownloadDocumentRequest {
+                document_id: doc.id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    documents
+        .list_documents(bearer(ListDocumentsRequest::default(), &token))
+        .await
+        .unwrap();
+
+    // gRPC-Web over HTTP/1.1 from an allowed origin: an empty
+    // ListDocumentsRequest, framed (flag 0, length 0).
+    let addr = docs.addr;
+    let mut web = format!(
+        "POST /docverify.document.v1.DocumentService/ListDocuments HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nOrigin: https://app.example.com\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    web.extend_from_slice(&[0, 0, 0, 0, 0]);
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.write_all(&web).unwrap();
+    let mut response = Vec::new();
+    let _ = socket.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("access-control-allow-origin: https://app.example.com"),
+        "{text}"
+    );
+    assert!(text.contains("grpc-status:0"), "{text}");
+    assert!(
+        text.contains("secret plans"),
+        "the listing came back: {text}"
+    );
+
+    docs.terminate();
+    docs.wait_for_exit(Duration::from_secs(10))
+        .await
+        .expect("exits after SIGTERM");
+    let log = docs.output();
+    assert!(log.len() > 10_000, "trace logs plenty: {} bytes", log.len());
+    assert!(!log.contains(marker), "document content appears in the log");
+    assert!(!log.contains(&token), "the access token appears in the log");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "the token's signature appears");
+    let finished: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["fields"]["message"] == "rpc finished"
+                && l["span"]["method"] == "/docverify.document.v1.DocumentService/ListDocuments"
+        })
+        .collect();
+    assert!(!finished.is_empty(), "a line per call:\n{log}");
+    for line in finished {
+        let span = &line["span"];
+        assert_eq!(span["user_id"], user_id.as_str(), "{line}");
+        assert_eq!(span["code"], "Ok", "{line}");
+        assert!(span["latency_ms"].as_f64().is_some(), "{line}");
+        assert!(span["request_id"].as_str().is_some(), "{line}");
+    }
+}
+
+/// A bad setting stops document-service before it listens, naming the
+/// setting as operators set it (the environment variable).
+#[tokio::test]
+async fn bad_settings_stop_the_service_naming_them() {
+    let db = TestDb::fresh("badsettings").await;
+    for (setting, value) in [
+        ("MAX_DOCUMENT_BYTES", "lots"),
+        ("TOKEN_VALIDATION", "sometimes"),
+        ("SIGNING_KEYS_REFRESH", "0s"),
+        ("AUTH_SERVICE_URL", "not a url"),
+        ("DOCUMENT_DATABASE_URL", "mysql://somewhere/db"),
+    ] {
+        let env = [
+            ("DOCUMENT_DATABASE_URL", db.url.clone()),
+            (setting, value.to_owned()),
+        ];
+        let (status, text) = testkit::process::run_to_end(BIN.as_ref(), &[], &env);
+        assert!(!status.success(), "{setting}={value}: {text}");
+        assert!(text.contains(setting), "{setting}={value}: {text}");
+        assert!(!text.contains("listening"), "{setting}={value}: {text}");
+    }
 }

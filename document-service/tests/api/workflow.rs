@@ -39,6 +39,10 @@ async fn other_peoples_documents_do_not_exist() {
         Code::NotFound,
         "NOT_FOUND",
     );
+    // The refused delete changed nothing: the owner still has it all.
+    let kept = get(&stack, &bob, &doc.id).await.unwrap();
+    assert_eq!(kept.status, pb::DocumentStatus::Pending as i32);
+    assert_eq!(stack.download(&bob, &doc.id).await.unwrap(), b"private");
     let missing = uuid::Uuid::now_v7().to_string();
     let a = assert_error(
         get(&stack, &alice, &doc.id).await,
@@ -177,6 +181,15 @@ async fn concurrent_reviews_have_one_winner_and_one_event() {
     let verified = stack.doc_events(&admin, "document.verified").await;
     let rejected = stack.doc_events(&admin, "document.rejected").await;
     assert_eq!(verified.len() + rejected.len(), 1);
+    // The document ends as the one successful review left it, by its author.
+    let (event, status) = match (verified.first(), rejected.first()) {
+        (Some(e), None) => (e, pb::DocumentStatus::Verified),
+        (None, Some(e)) => (e, pb::DocumentStatus::Rejected),
+        other => panic!("one review event, got {other:?}"),
+    };
+    let reviewed = get(&stack, &admin, &doc.id).await.unwrap();
+    assert_eq!(reviewed.status, status as i32);
+    assert_eq!(reviewed.reviewed_by, event.actor_id);
 }
 
 #[tokio::test]

@@ -250,8 +250,17 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport> {
             expected_prev = record.hash;
         }
     }
-    // A deletion of the newest rows shows as a head that runs ahead.
-    let valid = head_seq == checked && head_hash == expected_prev;
+    // A deletion of the newest rows shows as a head that runs ahead; a row
+    // inserted past the head (which writers move in the same transaction as
+    // every insert, so no such row exists in this snapshot otherwise) as
+    // rows beyond it.
+    let beyond: i64 = on_dialect!(snapshot.conn(), c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE sequence > $1",
+    )
+    .bind(head_seq)
+    .fetch_one(c)
+    .await?);
+    let valid = head_seq == checked && head_hash == expected_prev && beyond == 0;
     Ok(ChainReport {
         valid,
         events_checked: checked,

@@ -47,6 +47,8 @@ crate::catalogue::catalogue! {
         DocumentChanged => "DOCUMENT_CHANGED",
 
         // DEADLINE_EXCEEDED
+        /// The caller's deadline (or REQUEST_TIMEOUT) passed first.
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
         /// A streamed response the client stopped reading.
         StreamStalled => "STREAM_STALLED",
         /// A streamed response older than STREAM_MAX_LIFETIME.

@@ -81,6 +81,7 @@ struct Shared {
     rate_limited: Windows<(std::net::IpAddr, &'static str)>,
     /// This service's in-flight gauge, looked up once rather than per RPC.
     in_flight_gauge: Gauge,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for RpcLayer {
@@ -122,6 +123,7 @@ impl RpcLayer {
                     service: service.to_owned(),
                 })
                 .clone(),
+            request_timeout: server.request_timeout,
         });
         tokio::spawn(housekeeping(Arc::downgrade(&shared)));
         Self { shared }
@@ -213,6 +215,7 @@ where
             latency_ms = tracing::field::Empty,
         );
         let scoped_id = request_id.clone();
+        let deadline = deadline(req.headers(), shared.request_timeout);
         let fut = async move {
             let mut finish = Finish::start(
                 shared.service,
@@ -222,22 +225,30 @@ where
             );
             let header = HeaderValue::from_str(&request_id).ok();
             let streaming = method.is_some_and(|m| m.streaming);
-            let admitted = match shared.admit(method, peer) {
-                Ok(slot) => {
-                    finish.slot = Some(slot);
-                    match shared.limit(label, &ctx).await {
-                        Ok(()) => shared.authorize(&mut req, &ctx, method).await,
-                        Err(limited) => Err(limited),
+            let answered = tokio::time::timeout(deadline, async {
+                let admitted = match shared.admit(method, peer) {
+                    Ok(slot) => {
+                        finish.slot = Some(slot);
+                        match shared.limit(label, &ctx).await {
+                            Ok(()) => shared.authorize(&mut req, &ctx, method).await,
+                            Err(limited) => Err(limited),
+                        }
                     }
+                    Err(refused) => Err(refused),
+                };
+                match admitted {
+                    Ok(()) => {
+                        req.extensions_mut().insert(ctx);
+                        inner.call(req).await
+                    }
+                    Err(error) => Ok(tonic::Status::from(error).into_http()),
                 }
-                Err(refused) => Err(refused),
-            };
-            let response = match admitted {
-                Ok(()) => {
-                    req.extensions_mut().insert(ctx);
-                    inner.call(req).await?
-                }
-                Err(error) => tonic::Status::from(error).into_http(),
+            })
+            .await;
+            let response = match answered {
+                Ok(response) => response?,
+                // The handler is dropped (cancelled) with the timer.
+                Err(_) => tonic::Status::from(DEADLINE_PASSED).into_http(),
             };
             let (mut parts, body) = response.into_parts();
             if let Some(header) = header {
@@ -267,6 +278,26 @@ where
         };
         // Errors built anywhere below name the request id.
         Box::pin(REQUEST_ID.scope(scoped_id, fut).instrument(span))
+    }
+}
+
+/// The answer when the caller's deadline or REQUEST_TIMEOUT passes before
+/// the handler answered.
+const DEADLINE_PASSED: Error = Error::DeadlineExceeded {
+    reason: Reason::DeadlineExceeded,
+    message: "the deadline passed before the call completed",
+};
+
+/// When this call must have answered: the caller's `grpc-timeout` or
+/// REQUEST_TIMEOUT, whichever is shorter. tonic's own timer (which answers
+/// CANCELLED, not the DEADLINE_EXCEEDED a gRPC server owes) runs on the
+/// same header outside this layer, so this one fires a millisecond earlier
+/// to answer first.
+fn deadline(headers: &HeaderMap, request_timeout: Duration) -> Duration {
+    let early = Duration::from_millis(1);
+    match grpc_timeout(headers) {
+        Some(caller) if caller < request_timeout => caller.saturating_sub(early),
+        _ => request_timeout,
     }
 }
 

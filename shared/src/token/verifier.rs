@@ -42,20 +42,22 @@ pub trait TokenVerifier: Send + Sync + 'static {
 ///
 /// The keys are fetched at start (retried until auth-service answers; until
 /// then every protected RPC fails closed with UNAVAILABLE), refreshed every
-/// few minutes, and fetched again when a token names an unknown `kid`, at
-/// most once a minute so that junk tokens cannot turn into a flood. With
-/// auth-service down it keeps the keys it has.
+/// few minutes, and fetched again when a token names an unknown `kid` (a
+/// key just rotated in), at most once every 5 s so that junk tokens cannot
+/// turn into a flood. With auth-service down it keeps the keys it has.
 #[derive(Debug)]
 pub struct JwksVerifier {
     client: AuthServiceClient<Channel>,
     clock: Clock,
     keys: RwLock<Option<KeySet>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When an unknown `kid` last caused a fetch. The periodic refresh does
+    /// not count: a key rotated in just after it must not wait a minute.
+    last_refetch: Mutex<Option<Instant>>,
     verified: VerifiedTokens<Identity>,
 }
 
 /// Refetches for unknown `kid`s are at most this frequent.
-const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(60);
+const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(5);
 /// Retry interval while there are no keys yet.
 const INITIAL_RETRY: Duration = Duration::from_millis(500);
 
@@ -65,7 +67,7 @@ impl JwksVerifier {
             client: AuthServiceClient::new(channel),
             clock,
             keys: RwLock::new(None),
-            last_fetch: Mutex::new(None),
+            last_refetch: Mutex::new(None),
             verified: VerifiedTokens::default(),
         }
     }
@@ -75,9 +77,6 @@ impl JwksVerifier {
     }
 
     async fn fetch(&self) -> Result<()> {
-        if let Ok(mut last) = self.last_fetch.lock() {
-            *last = Some(crate::clock::monotonic());
-        }
         let response = self
             .client
             .clone()
@@ -140,12 +139,18 @@ impl JwksVerifier {
         })
     }
 
-    /// Whether an unknown `kid` may trigger a refetch now.
+    /// Whether an unknown `kid` may trigger a refetch now; claims it if so
+    /// (one check and one update under the lock: concurrent junk tokens
+    /// cause one fetch, not one each).
     fn may_refetch(&self) -> bool {
-        self.last_fetch
-            .lock()
-            .map(|last| last.is_none_or(|t| t.elapsed() >= UNKNOWN_KID_REFETCH))
-            .unwrap_or(false)
+        let Ok(mut last) = self.last_refetch.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+            return false;
+        }
+        *last = Some(crate::clock::monotonic());
+        true
     }
 }
 

@@ -70,6 +70,14 @@ impl TestKey {
         );
         Self { kid, key, pem, der }
     }
+
+    /// `claims` as an access token signed with this key, naming its `kid`.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
 }
 
 #[allow(missing_debug_implementations)] // a running server
@@ -80,6 +88,8 @@ pub struct TestApp {
     pub key: TestKey,
     pub clock: ManualClock,
     served: Served,
+    /// What it was started with, to start it again on the same database.
+    config: auth_service::Config,
     _key_dir: tempfile::TempDir,
 }
 
@@ -127,11 +137,7 @@ async fn spawn(
     let tls_configured = config.server.tls_cert_file.is_some();
 
     let addr = listener.local_addr().unwrap();
-    let served = Served::spawn(|stopped| {
-        auth_service::serve(config, listener, async {
-            let _ = stopped.await;
-        })
-    });
+    let served = serve(config.clone(), listener);
     // A TLS server is waited for by its test, with its own client.
     let tls = tls_configured;
     let channel = if tls {
@@ -148,11 +154,49 @@ async fn spawn(
         key,
         clock: handle,
         served,
+        config,
         _key_dir: key_dir,
     }
 }
 
+fn serve(config: auth_service::Config, listener: TcpListener) -> Served {
+    Served::spawn(|stopped| {
+        auth_service::serve(config, listener, async {
+            let _ = stopped.await;
+        })
+    })
+}
+
 impl TestApp {
+    /// The claims of a valid access token for `user_id` with `roles`, timed
+    /// by the service's clock.
+    pub fn claims(&self, user_id: &str, roles: &[&str]) -> serde_json::Value {
+        let now = self.clock.now().unix_seconds();
+        serde_json::json!({
+            "iss": "docverify-auth", "aud": "docverify", "sub": user_id,
+            "email": "forged@example.com", "roles": roles, "iat": now, "nbf": now,
+            "exp": now + 600, "jti": uuid::Uuid::now_v7().to_string(), "tgen": 0
+        })
+    }
+
+    /// `claims` signed with the service's own key and `kid`, as it would
+    /// sign them: a token no verifier has seen before.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.key.sign(claims)
+    }
+
+    /// The raw public key the service publishes first.
+    pub async fn public_key(&self) -> Vec<u8> {
+        self.auth()
+            .list_signing_keys(pb::ListSigningKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .keys[0]
+            .public_key
+            .clone()
+    }
+
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
     }
@@ -224,6 +268,26 @@ impl TestApp {
     /// Stops the server (gracefully) and waits for it; the database stays.
     pub async fn stop(&mut self) {
         self.served.stop().await;
+    }
+
+    /// The settings the next [`TestApp::restart`] uses.
+    pub fn config_mut(&mut self) -> &mut auth_service::Config {
+        &mut self.config
+    }
+
+    /// Stops the server and starts it again on the same database, key and
+    /// clock (on a new port): what a restart or another replica sees.
+    pub async fn restart(&mut self) {
+        self.restart_on("127.0.0.1:0".parse().unwrap()).await;
+    }
+
+    /// [`TestApp::restart`] on `addr` (the port clients already know).
+    pub async fn restart_on(&mut self, addr: SocketAddr) {
+        self.stop().await;
+        let listener = TcpListener::bind(addr).await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        self.served = serve(self.config.clone(), listener);
+        self.channel = connect_when_ready(self.addr).await;
     }
 }
 

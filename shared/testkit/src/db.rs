@@ -25,7 +25,12 @@ impl TestDb {
     /// A fresh database; `label` names it for whoever looks at the server.
     pub async fn fresh(label: &str) -> Self {
         match std::env::var(POSTGRES_ENV) {
-            Ok(server) if !server.is_empty() => {
+            // Set but empty is a mistake in the environment, not a request
+            // for SQLite: a run that meant PostgreSQL must not pass on SQLite.
+            Ok(server) if server.trim().is_empty() => {
+                panic!("{POSTGRES_ENV} is set but empty: name a server, or unset it for SQLite")
+            }
+            Ok(server) => {
                 let server = server.trim_end_matches('/').to_owned();
                 let name = format!("dv_{label}_{}", Uuid::now_v7().simple());
                 let mut admin = PgConnection::connect(&format!("{server}/postgres"))
@@ -55,6 +60,22 @@ impl TestDb {
 
     pub fn is_postgres(&self) -> bool {
         matches!(self.cleanup, Cleanup::Postgres { .. })
+    }
+
+    /// For a test (or a part of one) that needs PostgreSQL: `true` when this
+    /// is SQLite, after saying SKIPPED where the test run's output shows it
+    /// (straight to stderr: the harness captures only `eprintln!`). CI runs
+    /// the suite on PostgreSQL too, where nothing is skipped.
+    pub fn skips_without_postgres(&self, what: &str) -> bool {
+        use std::io::Write;
+        if self.is_postgres() {
+            return false;
+        }
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED on SQLite (needs PostgreSQL, set {POSTGRES_ENV}): {what}"
+        );
+        true
     }
 
     /// PostgreSQL only: an outage (refuse new connections and cut the open

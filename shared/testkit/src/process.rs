@@ -160,3 +160,25 @@ async fn wait_listening(mut child: std::process::Child, output: Output, name: &s
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `binary` to its end (a subcommand, or a start that fails): its exit
+/// status and everything it wrote.
+pub fn run_to_end(
+    binary: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(binary)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
