@@ -86,6 +86,16 @@ async fn password_policy() {
         assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
         assert_eq!(violated_fields(&status), vec!["password"], "{why}");
     }
+    // The bar is zxcvbn's score 3 (found by mutation testing: a bar of 4
+    // passed every test): a score-2 passphrase is refused, a score-3 one is
+    // accepted.
+    let weak = attempt("dora@example.com", "silverfox12345".to_owned())
+        .await
+        .expect_err("zxcvbn score 2");
+    assert_eq!(violated_fields(&weak), vec!["password"]);
+    attempt("dora@example.com", "rocket pancake".to_owned())
+        .await
+        .expect("zxcvbn score 3 is strong enough");
     // 128 characters (multi-byte ones count as one) is fine, and is not truncated.
     let long: String = "Größenwahn überquert Fjordlandschaft während Kürbissuppe köchelt; \
                         Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich!"

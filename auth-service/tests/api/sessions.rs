@@ -191,6 +191,17 @@ async fn change_password_revokes_every_session() {
         !validate.active,
         "a token from before the password change is inactive"
     );
+    // Both sessions' live refresh tokens were revoked, not only outlived by
+    // the session epoch (mutation testing found that nothing checked it).
+    let admin = app.admin().await;
+    let changed = app
+        .events(&admin.access_token, "user.password_changed")
+        .await
+        .into_iter()
+        .find(|e| e.details_json.contains("revoked_refresh_tokens"))
+        .expect("the successful change is audited");
+    let details: serde_json::Value = serde_json::from_str(&changed.details_json).unwrap();
+    assert_eq!(details["revoked_refresh_tokens"], 2, "{details}");
 }
 
 /// Refresh tokens are stored only as SHA-256 hashes: the table holds the
