@@ -30,7 +30,13 @@ import unittest
 import urllib.parse
 import uuid
 
-import grpc
+# The services are started with fork + exec (a pre-exec hook ties them to
+# this process) after channels exist; grpcio's fork handlers then run in the
+# child before exec and can abort it ("epoll_wait error: Bad file
+# descriptor", seen in CI). Nothing here forks to use gRPC in a child.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
 from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
