@@ -282,16 +282,19 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
     // document-service serves TLS itself and reaches auth-service over
     // mutual TLS (its certificate is the client certificate).
     let db = TestDb::fresh("doctls").await;
-    let docs = start_docs(
-        &db,
-        format!("https://localhost:{}", auth.addr.port()),
-        &[
-            ("AUTH_CA_FILE", ca.display().to_string()),
-            ("TLS_CERT_FILE", client_cert.display().to_string()),
-            ("TLS_KEY_FILE", client_key.display().to_string()),
-        ],
-    )
-    .await;
+    let tls_docs = async |db: &TestDb, ca: std::path::PathBuf| {
+        start_docs(
+            db,
+            format!("https://localhost:{}", auth.addr.port()),
+            &[
+                ("AUTH_CA_FILE", ca.display().to_string()),
+                ("TLS_CERT_FILE", client_cert.display().to_string()),
+                ("TLS_KEY_FILE", client_key.display().to_string()),
+            ],
+        )
+        .await
+    };
+    let docs = tls_docs(&db, ca.clone()).await;
     let mut documents = DocumentServiceClient::new(docs_tls_channel(docs.addr, &pki).await);
     let mut listed = Err(tonic::Status::unavailable("not yet"));
     for _ in 0..100 {
@@ -318,16 +321,7 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
     // fetch the keys: it fails closed (UNAVAILABLE), never open.
     let wrong_ca = write("stranger-ca.pem", &stranger.ca_pem);
     let db = TestDb::fresh("docwrongca").await;
-    let misconfigured = start_docs(
-        &db,
-        format!("https://localhost:{}", auth.addr.port()),
-        &[
-            ("AUTH_CA_FILE", wrong_ca.display().to_string()),
-            ("TLS_CERT_FILE", client_cert.display().to_string()),
-            ("TLS_KEY_FILE", client_key.display().to_string()),
-        ],
-    )
-    .await;
+    let misconfigured = tls_docs(&db, wrong_ca).await;
     let mut documents =
         DocumentServiceClient::new(docs_tls_channel(misconfigured.addr, &pki).await);
     for _ in 0..10 {
