@@ -12,7 +12,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/auth-service target/release/document-service -t /out/
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/docverify --create-home docverify
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/docverify --create-home docverify \
+    && install -d -o 10001 -g 10001 -m 0700 /run/docverify
 COPY --from=build /out/auth-service /out/document-service /usr/local/bin/
 USER 10001:10001
 WORKDIR /var/lib/docverify

@@ -26,6 +26,15 @@ async fn main() -> std::process::ExitCode {
         return shared::server::exit(Err(e));
     }
     cli.auth.generate_local_admin = true;
+    // document-service's service account for the revocation feed, shared
+    // through a file next to the databases unless configured otherwise.
+    if cli.auth.bootstrap_service_credentials_file.is_none() {
+        cli.auth.bootstrap_service_credentials_file =
+            Some("data/document-service.credentials".into());
+    }
+    if cli.document.credentials().is_none() {
+        cli.document.client_credentials_file = cli.auth.bootstrap_service_credentials_file.clone();
+    }
     cli.auth.server = cli.server.clone();
     cli.document.server = cli.server.clone();
     shared::server::exit(run(cli).await)

@@ -22,9 +22,13 @@ use shared::{
     policy::Role,
 };
 
+use shared::revocation::Kind;
+
 use crate::{
     config::Config,
     fields::{Email, NewPassword},
+    revocation::{self, log::NewFact},
+    service_accounts,
     state::State,
     users::{self, NewUser},
 };
@@ -121,14 +125,7 @@ pub(crate) async fn ensure_admin(
     promote: Promote,
     only_if_none: bool,
 ) -> Result<Outcome> {
-    let ctx = RequestContext {
-        request_id: "bootstrap".to_owned(),
-        client_addr: None,
-    };
-    let system = Actor {
-        id: None,
-        email: "system".to_owned(),
-    };
+    let (ctx, system) = system();
     // Hashed before the lock, so that the lock is held for milliseconds.
     let permit = state.hasher.reserve()?;
     state
@@ -162,6 +159,13 @@ pub(crate) async fn ensure_admin(
         let old = user.role_names();
         roles.push(Role::ADMIN);
         let user = users::set_roles(tx.conn(), user.id, &roles, now).await?;
+        let fact = NewFact::principal(
+            Kind::RolesChanged,
+            user.id,
+            user.token_generation,
+            user.disabled,
+        );
+        let fact = revocation::log::append(&mut tx, fact, now).await?;
         let event = Event::new(Action::RolesChanged, system, "user", user.id).details(json!({
             "old_roles": old,
             "new_roles": user.role_names(),
@@ -169,6 +173,7 @@ pub(crate) async fn ensure_admin(
         }));
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;
+        state.published(&fact);
         tracing::warn!(
             email = email.as_str(),
             "an existing account was promoted to admin; its own password stays"
@@ -191,6 +196,128 @@ pub(crate) async fn ensure_admin(
     audit::append(&mut tx, &ctx, now, event).await?;
     tx.commit().await?;
     Ok(Outcome::Created)
+}
+
+/// Who acts at start-up, for the audit trail.
+fn system() -> (RequestContext, Actor) {
+    let ctx = RequestContext {
+        request_id: "bootstrap".to_owned(),
+        ..RequestContext::default()
+    };
+    let system = Actor {
+        id: None,
+        email: "system".to_owned(),
+    };
+    (ctx, system)
+}
+
+/// The service account document-service uses, from
+/// BOOTSTRAP_SERVICE_CREDENTIALS_FILE: the file is read, or written with
+/// fresh credentials when it does not exist (by one replica: the others
+/// read what it wrote), and the account and secret are created when
+/// missing. Replicas starting at once insert with ON CONFLICT DO NOTHING.
+pub(crate) async fn bootstrap_service_account(state: &State, config: &Config) -> Result<()> {
+    let Some(path) = &config.bootstrap_service_credentials_file else {
+        return Ok(());
+    };
+    let (client_id, secret) = credentials_file(path)?;
+    let (ctx, system) = system();
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let created = service_accounts::insert_if_absent(
+        tx.conn(),
+        client_id,
+        SERVICE_ACCOUNT_NAME,
+        &[Role::Service],
+        now,
+    )
+    .await?;
+    if created {
+        let event = Event::new(
+            Action::ServiceAccountCreated,
+            system.clone(),
+            "service_account",
+            client_id,
+        )
+        .details(json!({ "name": SERVICE_ACCOUNT_NAME, "roles": ["service"] }));
+        audit::append(&mut tx, &ctx, now, event).await?;
+    }
+    let added = service_accounts::add_secret(tx.conn(), client_id, secret.expose_secret(), now)
+        .await
+        .map_err(|e| {
+            Error::internal(format!(
+                "BOOTSTRAP_SERVICE_CREDENTIALS_FILE {}: cannot add its secret to service account {client_id}                  (is the name {SERVICE_ACCOUNT_NAME} taken by another account?): {e}",
+                path.display()
+            ))
+        })?;
+    if let Some(secret_id) = added {
+        service_accounts::keep_newest_secrets(tx.conn(), client_id, now).await?;
+        let event = Event::new(
+            Action::ServiceAccountSecretAdded,
+            system,
+            "service_account",
+            client_id,
+        )
+        .details(json!({ "secret_id": secret_id.to_string(), "bootstrap": true }));
+        audit::append(&mut tx, &ctx, now, event).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(%client_id, file = %path.display(), "service account for document-service ready");
+    Ok(())
+}
+
+/// The name of the bootstrapped service account.
+const SERVICE_ACCOUNT_NAME: &str = "document-service";
+
+/// Reads `client_id:secret` from `path`, writing fresh ones first when the
+/// file does not exist. Written to a temporary file and hard-linked into
+/// place, so no reader ever sees half a file and only one writer wins.
+fn credentials_file(path: &std::path::Path) -> Result<(uuid::Uuid, SecretString)> {
+    let setting = |e: &dyn std::fmt::Display| {
+        Error::internal(format!(
+            "BOOTSTRAP_SERVICE_CREDENTIALS_FILE {}: {e}",
+            path.display()
+        ))
+    };
+    if !path.exists() {
+        let text = format!(
+            "{}:{}\n",
+            uuid::Uuid::now_v7(),
+            service_accounts::generate_secret()?
+        );
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| setting(&e))?;
+        }
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        write_private(&temporary, &text).map_err(|e| setting(&e))?;
+        let linked = std::fs::hard_link(&temporary, path);
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(setting(&e)),
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| setting(&e))?;
+    let (id, secret) = text
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| setting(&"not `client_id:secret`"))?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| setting(&"the client id is not a UUID"))?;
+    if secret.len() < 32 {
+        return Err(setting(&"the secret is shorter than 32 characters"));
+    }
+    Ok((id, secret.to_owned().into()))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// The `create-admin` subcommand.

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 
 use shared::{
     clock::Clock,
-    config::{ServerConfig, duration},
+    config::{ServerConfig, duration, duration_or_zero},
     layer::limits::{ClientLimits, LimitSpec},
 };
 
@@ -160,6 +160,35 @@ pub struct Config {
     #[arg(id = "auth_address_max_lock", long = "auth-address-max-lock", env = "ADDRESS_MAX_LOCK", default_value = "5m", value_parser = duration)]
     pub address_max_lock: Duration,
 
+    /// The longest the revocation state in memory may go without being
+    /// confirmed complete (the log polled); beyond, token checks read the
+    /// database. 0 means always read it.
+    #[arg(id = "auth_revocation_max_staleness", long = "auth-revocation-max-staleness", env = "REVOCATION_MAX_STALENESS", default_value = "2s", value_parser = duration_or_zero)]
+    pub revocation_max_staleness: Duration,
+
+    /// How often the revocation log is read for facts other replicas
+    /// wrote (the worst-case delay between replicas).
+    #[arg(id = "auth_revocation_poll_interval", long = "auth-revocation-poll-interval", env = "REVOCATION_POLL_INTERVAL", default_value = "100ms", value_parser = duration)]
+    pub revocation_poll_interval: Duration,
+
+    /// How long revocation facts are kept: at least ACCESS_TOKEN_TTL plus
+    /// the 30 s clock skew allowed, after which every token a fact revoked
+    /// has expired. A subscriber away for longer resyncs from a snapshot.
+    #[arg(id = "auth_revocation_retention", long = "auth-revocation-retention", env = "REVOCATION_RETENTION", default_value = "24h", value_parser = duration)]
+    pub revocation_retention: Duration,
+
+    /// A file holding `client_id:secret` of the service account that
+    /// document-service uses (role `service`). Read at start, or written
+    /// with fresh credentials when it does not exist; the account and the
+    /// secret are created when missing. docker-compose and the local stack
+    /// share it with document-service, so no one copies a secret by hand.
+    #[arg(
+        id = "auth_bootstrap_service_credentials_file",
+        long = "auth-bootstrap-service-credentials-file",
+        env = "BOOTSTRAP_SERVICE_CREDENTIALS_FILE"
+    )]
+    pub bootstrap_service_credentials_file: Option<PathBuf>,
+
     /// Create `admin@localhost` with a random password (printed once) when
     /// no admin exists and no bootstrap admin is configured: the local stack.
     #[arg(skip)]
@@ -185,6 +214,9 @@ impl Config {
             ("RefreshToken", self.rate_limit_refresh_token),
             ("Logout", self.rate_limit_logout),
             ("ValidateToken", self.rate_limit_validate_token),
+            // The secret is 256 random bits: the bucket bounds the work and
+            // the audit rows, not guessing.
+            ("IssueServiceToken", self.rate_limit_validate_token),
         ];
         let limits: Vec<(&'static str, LimitSpec)> = limits
             .into_iter()
@@ -198,10 +230,7 @@ impl Config {
 
 shared::service_config!(Config, crate::SERVICE, crate::serve);
 
-/// A password from the command line or the environment, kept out of `Debug`.
-pub fn secret(s: &str) -> Result<SecretString, String> {
-    Ok(s.into())
-}
+pub use shared::config::secret;
 
 fn limit(s: &str) -> Result<LimitSpec, String> {
     s.parse()

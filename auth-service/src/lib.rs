@@ -13,9 +13,12 @@ pub mod cli;
 pub mod config;
 pub mod fields;
 mod password;
+mod revocation;
+mod service_accounts;
 mod state;
 mod throttle;
 mod token;
+mod user_cache;
 mod users;
 
 use std::{future::Future, sync::Arc};
@@ -28,7 +31,10 @@ use shared::{
     proto::{
         audit::v1::audit_service_server::AuditServiceServer,
         auth::v1::{
-            auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
+            auth_service_server::AuthServiceServer,
+            revocation_service_server::RevocationServiceServer,
+            service_account_service_server::ServiceAccountServiceServer,
+            user_service_server::UserServiceServer,
         },
     },
     service::{Parts, Service},
@@ -49,6 +55,8 @@ pub static SERVICE: Service = Service {
     grpc_services: &[
         "docverify.auth.v1.AuthService",
         "docverify.auth.v1.UserService",
+        "docverify.auth.v1.RevocationService",
+        "docverify.auth.v1.ServiceAccountService",
         "docverify.audit.v1.AuditService",
     ],
     migrations: Migrations {
@@ -75,6 +83,8 @@ pub async fn serve(
     let db = SERVICE.open(&config.database(), &config.server).await?;
     let state = Arc::new(state::State::build(&config, db.clone()).await?);
     bootstrap::bootstrap_admin(&state, &config).await?;
+    bootstrap::bootstrap_service_account(&state, &config).await?;
+    revocation::prune(&state, config.revocation_retention).await?;
 
     let max = config.server.max_message_bytes;
     let routes = Routes::new(
@@ -88,6 +98,18 @@ pub async fn serve(
             .max_encoding_message_size(max),
     )
     .add_service(
+        RevocationServiceServer::new(revocation::api::RevocationApi::new(state.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    )
+    .add_service(
+        ServiceAccountServiceServer::new(api::service_accounts::ServiceAccountsApi::new(
+            state.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max),
+    )
+    .add_service(
         AuditServiceServer::new(AuditApi::new(db.clone(), state.page_tokens.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
@@ -97,13 +119,27 @@ pub async fn serve(
         config.clock.clone(),
     )];
     background.extend(state.keys.spawn_reload(config.signing_keys_reload));
+    background.push(revocation::spawn_poller(
+        &state,
+        config.revocation_poll_interval,
+    ));
+    background.push(revocation::spawn_pruner(
+        &state,
+        config.revocation_retention,
+    ));
     let parts = Parts {
         db,
-        verifier: Arc::new(token::verifier::AuthVerifier::new(state)),
+        verifier: Arc::new(token::verifier::AuthVerifier::new(state.clone())),
         clock: config.clock.clone(),
         limits: config.client_limits(),
         background,
         dependencies: Vec::new(),
+        conditions: Vec::new(),
+    };
+    let stopping = state.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
     };
     SERVICE
         .serve(&config.server, parts, routes, listener, shutdown)

@@ -256,7 +256,7 @@ pub(crate) async fn close_expired_windows(db: &Db, now: Timestamp) -> Result<()>
         on_dialect!(db.reader(), p => sqlx::query_scalar(expired).bind(now).fetch_all(p).await?);
     let ctx = RequestContext {
         request_id: "throttle-windows".to_owned(),
-        client_addr: None,
+        ..RequestContext::default()
     };
     for email in emails {
         let mut tx = db.begin().await?;

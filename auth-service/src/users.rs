@@ -68,7 +68,8 @@ impl From<&User> for Actor {
     }
 }
 
-fn names(roles: &[Role]) -> Json<Vec<String>> {
+/// Role names as stored: sorted, each once.
+pub(crate) fn names(roles: &[Role]) -> Json<Vec<String>> {
     let mut names: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
     names.sort();
     names.dedup();
@@ -227,17 +228,34 @@ pub(crate) async fn set_disabled(
         .ok_or(Error::not_found("user"))
 }
 
+/// Sets the password and ends every session (generation and epoch bump).
 #[tracing::instrument(level = "debug", skip(c, password_hash))]
 pub(crate) async fn set_password(
     c: Conn<'_>,
     id: Uuid,
     password_hash: &str,
     now: Timestamp,
-) -> Result<()> {
-    let sql = "UPDATE users SET password_hash = $2, token_generation = token_generation + 1, \
-               session_epoch = session_epoch + 1, updated_at = $3 WHERE id = $1";
-    on_dialect!(c, c => sqlx::query(sql).bind(id).bind(password_hash).bind(now).execute(c).await.map(|_| ()))?;
-    Ok(())
+) -> Result<User> {
+    let sql = concat!(
+        "UPDATE users SET password_hash = $2, token_generation = token_generation + 1, \
+         session_epoch = session_epoch + 1, updated_at = $3 WHERE id = $1 RETURNING ",
+        columns!()
+    );
+    on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(password_hash).bind(now).fetch_optional(c).await?)
+        .ok_or(Error::not_found("user"))
+}
+
+/// Ends every session of the user: their refresh families (by the epoch)
+/// and access tokens (by the generation).
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn end_sessions(c: Conn<'_>, id: Uuid, now: Timestamp) -> Result<User> {
+    let sql = concat!(
+        "UPDATE users SET token_generation = token_generation + 1, \
+         session_epoch = session_epoch + 1, updated_at = $2 WHERE id = $1 RETURNING ",
+        columns!()
+    );
+    on_dialect!(c, c => sqlx::query_as(sql).bind(id).bind(now).fetch_optional(c).await?)
+        .ok_or(Error::not_found("user"))
 }
 
 /// Whether any enabled user holds the admin role (the admins' query of

@@ -2,9 +2,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use secrecy::SecretString;
 use shared::{
     clock::Clock,
-    config::{ServerConfig, duration},
+    config::{ServerConfig, duration, duration_or_zero, secret},
+    revocation::Credentials,
 };
 
 /// How document-service checks access tokens.
@@ -68,6 +70,44 @@ pub struct Config {
     #[arg(id = "document_signing_keys_refresh", long = "document-signing-keys-refresh", env = "SIGNING_KEYS_REFRESH", default_value = "5m", value_parser = duration)]
     pub signing_keys_refresh: Duration,
 
+    /// In `local` mode, the longest the revocation feed may go without a
+    /// heartbeat before each token is checked with ValidateToken instead
+    /// (and, with auth-service unreachable too, protected RPCs answer
+    /// UNAVAILABLE). 0 means always ask auth-service.
+    #[arg(id = "document_revocation_max_staleness", long = "document-revocation-max-staleness", env = "REVOCATION_MAX_STALENESS", default_value = "2s", value_parser = duration_or_zero)]
+    pub revocation_max_staleness: Duration,
+
+    /// The service account (role `service`) that reads auth-service's
+    /// revocation feed: its client id...
+    #[arg(
+        id = "document_client_id",
+        long = "document-client-id",
+        env = "DOCUMENT_CLIENT_ID",
+        requires = "document_client_secret",
+        conflicts_with = "document_client_credentials_file"
+    )]
+    pub client_id: Option<String>,
+
+    /// ...and its secret.
+    #[arg(
+        id = "document_client_secret",
+        long = "document-client-secret",
+        env = "DOCUMENT_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "document_client_id",
+        value_parser = secret
+    )]
+    pub client_secret: Option<SecretString>,
+
+    /// Or a file holding `client_id:secret` (auth-service's
+    /// BOOTSTRAP_SERVICE_CREDENTIALS_FILE), read when the feed starts.
+    #[arg(
+        id = "document_client_credentials_file",
+        long = "document-client-credentials-file",
+        env = "DOCUMENT_CLIENT_CREDENTIALS_FILE"
+    )]
+    pub client_credentials_file: Option<std::path::PathBuf>,
+
     /// Maximum database connections.
     #[arg(
         id = "document_db_max_connections",
@@ -88,3 +128,21 @@ pub struct Config {
 }
 
 shared::service_config!(Config, crate::SERVICE, crate::serve);
+
+impl Config {
+    /// How the revocation feed authenticates, if it can.
+    pub fn credentials(&self) -> Option<Credentials> {
+        match (
+            &self.client_id,
+            &self.client_secret,
+            &self.client_credentials_file,
+        ) {
+            (Some(client_id), Some(secret), _) => Some(Credentials::Given {
+                client_id: client_id.clone(),
+                secret: secret.clone(),
+            }),
+            (_, _, Some(path)) => Some(Credentials::File(path.clone())),
+            _ => None,
+        }
+    }
+}

@@ -27,7 +27,8 @@ use shared::{
         audit::v1::audit_service_server::AuditServiceServer,
         document::v1::document_service_server::DocumentServiceServer,
     },
-    service::{Parts, Service},
+    revocation::{Feed, Revocations},
+    service::{Condition, Parts, Service},
     token::{JwksVerifier, RemoteVerifier, TokenVerifier},
 };
 use sqlx::migrate::Migrator;
@@ -56,6 +57,9 @@ pub static SERVICE: Service = Service {
 
 /// document-service reports auth-service's reachability under this name.
 const AUTH_SERVICE: &str = "docverify.auth.v1.AuthService";
+/// ...and whether its revocation feed is fresh (SERVING) or tokens are
+/// being checked with ValidateToken (NOT_SERVING), under this one.
+const REVOCATION_FEED: &str = "docverify.auth.v1.RevocationService";
 /// Download chunks (256 KiB) and audit pages must always fit.
 const MIN_SEND_BYTES: usize = 1024 * 1024;
 
@@ -78,9 +82,32 @@ pub async fn serve(
 
     let auth = auth_channel::connect(&config)?;
     let mut background = Vec::new();
+    let mut conditions: Vec<(&'static str, Condition)> = Vec::new();
     let verifier: Arc<dyn TokenVerifier> = match config.token_validation {
         TokenValidation::Local => {
-            let jwks = Arc::new(JwksVerifier::new(auth.clone(), config.clock.clone()));
+            let revocations = Arc::new(Revocations::default());
+            match config.credentials() {
+                Some(credentials) => {
+                    let feed = Feed::new(auth.clone(), credentials, revocations.clone());
+                    background.push(feed.spawn());
+                }
+                None => tracing::warn!(
+                    "no DOCUMENT_CLIENT_ID / DOCUMENT_CLIENT_SECRET (or DOCUMENT_CLIENT_CREDENTIALS_FILE): \
+                     no revocation feed, so every token is checked with auth-service's ValidateToken"
+                ),
+            }
+            let bound = config.revocation_max_staleness;
+            let feed_state = revocations.clone();
+            conditions.push((
+                REVOCATION_FEED,
+                Arc::new(move || feed_state.is_fresh(bound)),
+            ));
+            let jwks = Arc::new(JwksVerifier::new(
+                auth.clone(),
+                config.clock.clone(),
+                revocations,
+                bound,
+            ));
             background.push(jwks.spawn_refresh(config.signing_keys_refresh));
             jwks
         }
@@ -112,6 +139,7 @@ pub async fn serve(
         limits: ClientLimits::new(&[], Vec::new()),
         background,
         dependencies: vec![(AUTH_SERVICE, auth)],
+        conditions,
     };
     SERVICE
         .serve(&config.server, parts, routes, listener, shutdown)

@@ -8,11 +8,24 @@ use clap::Parser;
 
 /// Parses durations such as `15m`, `900s`, `14d`; zero is refused.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let d = duration_or_zero(s)?;
     if d.is_zero() {
         return Err("must be longer than zero".to_owned());
     }
     Ok(d)
+}
+
+/// [`duration`] for settings where `0` has a meaning of its own.
+pub fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A secret from the command line or the environment, kept out of `Debug`.
+pub fn secret(s: &str) -> Result<secrecy::SecretString, String> {
+    Ok(s.into())
 }
 
 /// Output format of the logs.
@@ -186,5 +199,20 @@ impl DefaultsOnly {
             .collect();
         ids.into_iter()
             .fold(command, |c, id| c.mut_arg(id, |a| a.env(None::<&str>)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_a_duration_only_where_it_means_something() {
+        assert_eq!(duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("2s"), Ok(Duration::from_secs(2)));
+        assert!(duration_or_zero("soon").is_err());
+        assert!(duration("0").is_err() && duration("0s").is_err());
+        assert_eq!(duration("100ms"), Ok(Duration::from_millis(100)));
     }
 }

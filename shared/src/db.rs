@@ -425,6 +425,13 @@ impl Timestamp {
         self.0.div_euclid(1_000_000)
     }
 
+    pub fn minus(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
+    }
+
     pub fn plus(self, d: Duration) -> Self {
         Self(
             self.0

@@ -16,6 +16,8 @@ pub struct Identity {
     pub user_id: Uuid,
     pub email: String,
     pub roles: Vec<Role>,
+    /// The session (`sid`) of the access token; `None` for a service token.
+    pub session_id: Option<Uuid>,
     permissions: Permissions,
 }
 
@@ -26,8 +28,14 @@ impl Identity {
             user_id,
             email,
             roles,
+            session_id: None,
             permissions,
         }
+    }
+
+    pub fn in_session(mut self, session_id: Option<Uuid>) -> Self {
+        self.session_id = session_id;
+        self
     }
 
     pub fn permissions(&self) -> Permissions {
@@ -61,6 +69,26 @@ impl Identity {
 pub struct RequestContext {
     pub request_id: String,
     pub client_addr: Option<SocketAddr>,
+    /// The `user-agent` metadata, at most [`MAX_USER_AGENT`] bytes.
+    pub user_agent: String,
+}
+
+pub const MAX_USER_AGENT: usize = 256;
+
+/// The `user-agent` of `headers`, cut to [`MAX_USER_AGENT`] bytes on a
+/// character boundary.
+pub fn user_agent(headers: &http::HeaderMap) -> String {
+    let Some(agent) = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return String::new();
+    };
+    let mut end = agent.len().min(MAX_USER_AGENT);
+    while !agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    agent[..end].to_owned()
 }
 
 impl RequestContext {

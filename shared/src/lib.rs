@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod page;
 pub mod policy;
 pub mod proto;
+pub mod revocation;
 pub mod server;
 pub mod service;
 pub mod telemetry;

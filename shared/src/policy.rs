@@ -14,10 +14,19 @@ pub enum Role {
     Verifier,
     Auditor,
     Admin,
+    /// Service accounts only (another service calling auth-service): reads
+    /// the revocation feed. A user is never given it.
+    Service,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::User, Role::Verifier, Role::Auditor, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::User,
+        Role::Verifier,
+        Role::Auditor,
+        Role::Admin,
+        Role::Service,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +34,7 @@ impl Role {
             Role::Verifier => "verifier",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Service => "service",
         }
     }
 
@@ -44,7 +54,8 @@ impl Role {
             Role::Auditor => {
                 Permissions::of(&[DocumentsReadOwn, DocumentsReadAny, UsersRead, AuditRead])
             }
-            Role::Admin => Permissions::of(&Permission::ALL),
+            Role::Admin => Permissions::of(&Permission::ALL).without(RevocationsRead),
+            Role::Service => Permissions::of(&[RevocationsRead]),
         }
     }
 }
@@ -80,10 +91,15 @@ pub enum Permission {
     UsersRead,
     UsersManage,
     AuditRead,
+    /// Any user's sessions: list and end them.
+    SessionsManage,
+    ServiceAccountsManage,
+    /// The revocation feed (the `service` role only).
+    RevocationsRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 12] = [
         Permission::DocumentsCreate,
         Permission::DocumentsReadOwn,
         Permission::DocumentsReadAny,
@@ -93,6 +109,9 @@ impl Permission {
         Permission::UsersRead,
         Permission::UsersManage,
         Permission::AuditRead,
+        Permission::SessionsManage,
+        Permission::ServiceAccountsManage,
+        Permission::RevocationsRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +125,9 @@ impl Permission {
             Permission::UsersRead => "users:read",
             Permission::UsersManage => "users:manage",
             Permission::AuditRead => "audit:read",
+            Permission::SessionsManage => "sessions:manage",
+            Permission::ServiceAccountsManage => "service_accounts:manage",
+            Permission::RevocationsRead => "revocations:read",
         }
     }
 
@@ -133,6 +155,10 @@ impl Permissions {
         Self(self.0 | other.0)
     }
 
+    pub fn without(self, p: Permission) -> Self {
+        Self(self.0 & !p.bit())
+    }
+
     pub fn contains(self, p: Permission) -> bool {
         self.0 & p.bit() != 0
     }
@@ -156,6 +182,8 @@ const AUTH: &str = "/docverify.auth.v1.AuthService/";
 const USERS: &str = "/docverify.auth.v1.UserService/";
 const DOCUMENTS: &str = "/docverify.document.v1.DocumentService/";
 const AUDIT: &str = "/docverify.audit.v1.AuditService/";
+const REVOCATIONS: &str = "/docverify.auth.v1.RevocationService/";
+const SERVICE_ACCOUNTS: &str = "/docverify.auth.v1.ServiceAccountService/";
 
 /// Every RPC of both services, by service prefix and method name.
 pub const METHODS: &[(&str, &str, Access)] = &[
@@ -167,12 +195,58 @@ pub const METHODS: &[(&str, &str, Access)] = &[
     (AUTH, "ListSigningKeys", Access::Public),
     (AUTH, "GetCurrentUser", Access::Authenticated),
     (AUTH, "ChangePassword", Access::Authenticated),
+    (AUTH, "ListSessions", Access::Authenticated),
+    (AUTH, "RevokeSession", Access::Authenticated),
+    (AUTH, "RevokeAllSessions", Access::Authenticated),
+    (AUTH, "IssueServiceToken", Access::Public),
     (USERS, "ListUsers", Access::AnyOf(&[UsersRead])),
     (USERS, "GetUser", Access::AnyOf(&[UsersRead])),
     (USERS, "SetUserRoles", Access::AnyOf(&[UsersManage])),
     (USERS, "DisableUser", Access::AnyOf(&[UsersManage])),
     (USERS, "EnableUser", Access::AnyOf(&[UsersManage])),
     (USERS, "UnlockUser", Access::AnyOf(&[UsersManage])),
+    (USERS, "ListUserSessions", Access::AnyOf(&[SessionsManage])),
+    (USERS, "RevokeUserSession", Access::AnyOf(&[SessionsManage])),
+    (
+        USERS,
+        "RevokeAllUserSessions",
+        Access::AnyOf(&[SessionsManage]),
+    ),
+    (
+        REVOCATIONS,
+        "WatchRevocations",
+        Access::AnyOf(&[RevocationsRead]),
+    ),
+    (
+        REVOCATIONS,
+        "ListRevocationState",
+        Access::AnyOf(&[RevocationsRead]),
+    ),
+    (
+        SERVICE_ACCOUNTS,
+        "CreateServiceAccount",
+        Access::AnyOf(&[ServiceAccountsManage]),
+    ),
+    (
+        SERVICE_ACCOUNTS,
+        "ListServiceAccounts",
+        Access::AnyOf(&[ServiceAccountsManage]),
+    ),
+    (
+        SERVICE_ACCOUNTS,
+        "RotateServiceAccountSecret",
+        Access::AnyOf(&[ServiceAccountsManage]),
+    ),
+    (
+        SERVICE_ACCOUNTS,
+        "RevokeServiceAccountSecret",
+        Access::AnyOf(&[ServiceAccountsManage]),
+    ),
+    (
+        SERVICE_ACCOUNTS,
+        "DisableServiceAccount",
+        Access::AnyOf(&[ServiceAccountsManage]),
+    ),
     (
         DOCUMENTS,
         "UploadDocument",
@@ -375,7 +449,18 @@ mod tests {
         assert!(
             Permission::ALL
                 .iter()
+                .filter(|p| **p != RevocationsRead)
                 .all(|p| Role::Admin.permissions().contains(*p))
+        );
+        // The feed is for services, not people.
+        assert!(
+            Role::ALL
+                .iter()
+                .all(|r| r.permissions().contains(RevocationsRead) == (*r == Role::Service))
+        );
+        assert_eq!(
+            Role::Service.permissions(),
+            Permissions::of(&[RevocationsRead])
         );
         assert_eq!(access("/docverify.auth.v1.AuthService/Nope"), None);
     }

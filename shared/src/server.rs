@@ -194,6 +194,31 @@ impl Health {
         })
     }
 
+    /// Reports `check` under `name`, looked at four times a second.
+    pub fn follow_condition(
+        &self,
+        name: &'static str,
+        check: crate::service::Condition,
+    ) -> tokio::task::JoinHandle<()> {
+        let reporter = self.reporter.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let up = check();
+                if last != Some(up) {
+                    let status = if up {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    reporter.set_service_status(name, status).await;
+                    last = Some(up);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    }
+
     /// Reports whether the server behind `channel` answers its health check,
     /// under `name`.
     pub fn follow_dependency(

@@ -53,7 +53,13 @@ pub struct Parts {
     pub background: Vec<JoinHandle<()>>,
     /// Services this one depends on, reported by health under their names.
     pub dependencies: Vec<(&'static str, Channel)>,
+    /// States of its own reported by health under their names (SERVING
+    /// while the check says so), such as the revocation feed's freshness.
+    pub conditions: Vec<(&'static str, Condition)>,
 }
+
+/// A check of one state, for health.
+pub type Condition = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Parts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +112,7 @@ impl Service {
             limits,
             mut background,
             dependencies,
+            conditions,
         } = parts;
         let layer = RpcLayer::new(self.name, verifier, db.clone(), clock, config, limits);
         crate::metrics::METRICS.watch_pool(self.name, &db);
@@ -115,6 +122,11 @@ impl Service {
         background.extend(dependencies.into_iter().map(|(name, channel)| {
             health.follow_dependency(name, channel, config.health_check_interval)
         }));
+        background.extend(
+            conditions
+                .into_iter()
+                .map(|(name, check)| health.follow_condition(name, check)),
+        );
         let (reflection_v1, reflection_v1alpha) = server::reflection(self.grpc_services)?;
         let (signal, deadline) = server::graceful(shutdown, config.shutdown_drain_timeout, health);
 

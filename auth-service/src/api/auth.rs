@@ -8,10 +8,11 @@ use shared::{
     db::Timestamp,
     identity::{current_user, request_context},
     proto::auth::v1::{self as pb, auth_service_server::AuthService},
+    validate::uuid,
 };
 use tonic::{Request, Response, Status};
 
-use super::{change_password, login, logout, refresh_token, register};
+use super::{change_password, login, logout, refresh_token, register, service_accounts, sessions};
 use crate::{state::State, token::verifier, users};
 
 #[derive(Debug, Clone)]
@@ -79,11 +80,23 @@ impl AuthService for AuthApi {
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
         let me = current_user(&request)?;
-        let user = users::by_id(self.state.db.read().await?.conn(), me.user_id)
+        // The cache is only as good as the revocation state that empties it.
+        let state = &self.state;
+        let fresh = state.revocations.is_fresh(state.revocation_max_staleness);
+        if fresh && let Some(user) = state.users_cache.get(me.user_id) {
+            return Ok(Response::new(pb::GetCurrentUserResponse {
+                user: Some(user),
+            }));
+        }
+        let user = users::by_id(state.db.read().await?.conn(), me.user_id)
             .await?
-            .ok_or(Error::not_found("user"))?;
+            .ok_or(Error::not_found("user"))?
+            .to_proto();
+        if fresh {
+            state.users_cache.put(me.user_id, user.clone());
+        }
         Ok(Response::new(pb::GetCurrentUserResponse {
-            user: Some(user.to_proto()),
+            user: Some(user),
         }))
     }
 
@@ -105,15 +118,18 @@ impl AuthService for AuthApi {
         request: Request<pb::ValidateTokenRequest>,
     ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
         let token = &request.get_ref().access_token;
+        // Roles come from the token: a role change bumps the generation, so
+        // a token with old roles is no longer active.
         let response = match verifier::check(&self.state, token).await {
-            Ok((claims, user)) => pb::ValidateTokenResponse {
+            Ok(claims) => pb::ValidateTokenResponse {
                 active: true,
-                user_id: user.id.to_string(),
-                email: user.email.clone(),
-                roles: user.role_names(),
+                user_id: claims.sub,
+                email: claims.email,
+                roles: claims.roles,
                 expires_at: Some(
                     Timestamp::from_unix_micros(claims.exp.saturating_mul(1_000_000)).to_proto(),
                 ),
+                session_id: claims.sid.unwrap_or_default(),
             },
             // A broken dependency is an error; a bad token is only inactive.
             Err(e @ (Error::Unavailable(_) | Error::Internal(_))) => return Err(e.into()),
@@ -128,5 +144,64 @@ impl AuthService for AuthApi {
         _request: Request<pb::ListSigningKeysRequest>,
     ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
         Ok(Response::new(self.state.keys.to_proto()?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let me = current_user(&request)?;
+        let req = request.get_ref();
+        let (sessions, next_page_token) =
+            sessions::list(&self.state, me, me.user_id, req.page_size, &req.page_token).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let session = uuid("session_id", &request.get_ref().session_id)?;
+        sessions::revoke_one(&self.state, &ctx, me, me.user_id, session).await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_all_sessions(
+        &self,
+        request: Request<pb::RevokeAllSessionsRequest>,
+    ) -> Result<Response<pb::RevokeAllSessionsResponse>, Status> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let keep = if request.get_ref().keep_current {
+            Some(me.session_id.ok_or(Error::invalid(
+                "keep_current",
+                "this access token belongs to no session",
+            ))?)
+        } else {
+            None
+        };
+        let revoked_sessions =
+            sessions::revoke_all(&self.state, &ctx, me, me.user_id, keep).await?;
+        Ok(Response::new(pb::RevokeAllSessionsResponse {
+            revoked_sessions,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::IssueServiceTokenResponse>, Status> {
+        let ctx = request_context(&request);
+        let response = service_accounts::issue_token(&self.state, &ctx, request.get_ref()).await?;
+        Ok(Response::new(response))
     }
 }

@@ -7,12 +7,14 @@ use shared::{
     audit::{self, Action, Actor, Event, Outcome},
     identity::{Identity, RequestContext},
     proto::auth::v1 as pb,
+    revocation::Kind,
     validate::AllFields,
 };
 
 use super::login::{BAD_CREDENTIALS, claim_attempt};
 use crate::{
     fields::{Email, NewPassword, Password},
+    revocation::{self, log::NewFact},
     state::State,
     throttle,
     token::refresh,
@@ -86,12 +88,20 @@ pub(super) async fn change_password(
     {
         return Err(BAD_CREDENTIALS);
     }
-    users::set_password(tx.conn(), user.id, &password_hash, now).await?;
+    let changed = users::set_password(tx.conn(), user.id, &password_hash, now).await?;
+    let fact = NewFact::principal(
+        Kind::PasswordChanged,
+        user.id,
+        changed.token_generation,
+        changed.disabled,
+    );
     let revoked = refresh::revoke_user(tx.conn(), user.id, now).await?;
+    let fact = revocation::log::append(&mut tx, fact, now).await?;
     throttle::reset(&mut tx, ctx, email.as_str(), now).await?;
     let event = Event::new(Action::PasswordChanged, Actor::from(&user), "user", user.id)
         .details(json!({ "revoked_refresh_tokens": revoked }));
     audit::append(&mut tx, ctx, now, event).await?;
     tx.commit().await?;
+    state.published(&fact);
     Ok(())
 }

@@ -145,10 +145,10 @@ pub(super) async fn login(state: &State, ctx: &RequestContext, cmd: Login) -> Re
             message: "this account is disabled",
         });
     }
-    let family = refresh::create_family(tx.conn(), user.id, user.session_epoch, now).await?;
+    let family = refresh::create_family(tx.conn(), user.id, user.session_epoch, ctx, now).await?;
     let minted = refresh::mint(tx.conn(), user.id, family, now, state.refresh_ttl).await?;
     let event = Event::new(Action::LoginSucceeded, Actor::from(&user), "user", user.id);
     audit::append(&mut tx, ctx, now, event).await?;
     tx.commit().await?;
-    mint::session(state, &user, minted.token, now)
+    mint::session(state, &user, family, minted.token, now)
 }

@@ -8,7 +8,13 @@ use shared::{
     proto::auth::v1 as pb,
 };
 
-use crate::{fields::RefreshToken, state::State, token::refresh, users};
+use crate::{
+    fields::RefreshToken,
+    revocation::{self, log::NewFact},
+    state::State,
+    token::refresh,
+    users,
+};
 
 /// A parsed `LogoutRequest`.
 #[derive(Debug)]
@@ -29,13 +35,17 @@ pub(super) async fn logout(state: &State, ctx: &RequestContext, cmd: Logout) -> 
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     if let Some((user_id, family_id)) = refresh::family_of(tx.conn(), token).await? {
+        // Its access tokens end with it, at every verifier.
         refresh::revoke_family(tx.conn(), family_id, now).await?;
+        let fact =
+            revocation::log::append(&mut tx, NewFact::session(user_id, family_id), now).await?;
         let who = users::by_id(tx.conn(), user_id)
             .await?
             .map_or_else(Actor::default, |u| Actor::from(&u));
         let event = Event::new(Action::Logout, who, "token_family", family_id);
         audit::append(&mut tx, ctx, now, event).await?;
         tx.commit().await?;
+        state.published(&fact);
     }
     Ok(())
 }

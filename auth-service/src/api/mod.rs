@@ -10,4 +10,6 @@ mod login;
 mod logout;
 mod refresh_token;
 mod register;
+pub(crate) mod service_accounts;
+mod sessions;
 pub(crate) mod users;

@@ -11,6 +11,7 @@ use shared::{
 
 use crate::{
     fields::RefreshToken,
+    revocation::{self, log::NewFact},
     state::State,
     token::{
         mint::{self, Session},
@@ -68,6 +69,7 @@ pub(super) async fn refresh_token(
             };
             let minted =
                 refresh::mint(tx.conn(), user.id, family_id, now, state.refresh_ttl).await?;
+            refresh::touch_family(tx.conn(), family_id, ctx, now).await?;
             let event = Event::new(
                 Action::TokenRefreshed,
                 Actor::from(&user),
@@ -76,10 +78,13 @@ pub(super) async fn refresh_token(
             );
             audit::append(&mut tx, ctx, now, event).await?;
             tx.commit().await?;
-            mint::session(state, &user, minted.token, now)
+            mint::session(state, &user, family_id, minted.token, now)
         }
         Spent::Reused { user_id, family_id } => {
             let revoked = refresh::revoke_family(tx.conn(), family_id, now).await?;
+            // The thief may hold the family's newest access token too.
+            let fact =
+                revocation::log::append(&mut tx, NewFact::session(user_id, family_id), now).await?;
             let who = users::by_id(tx.conn(), user_id)
                 .await?
                 .map_or_else(Actor::default, |u| Actor::from(&u));
@@ -88,6 +93,7 @@ pub(super) async fn refresh_token(
                 .details(json!({ "revoked_tokens": revoked }));
             audit::append(&mut tx, ctx, now, event).await?;
             tx.commit().await?;
+            state.published(&fact);
             tracing::warn!(%family_id, "refresh token reuse detected; family revoked");
             Err(BAD_REFRESH_TOKEN)
         }

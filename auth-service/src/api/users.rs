@@ -16,7 +16,15 @@ use shared::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{state::State, throttle, token::refresh, users};
+use super::sessions;
+use crate::{
+    revocation::{self, log::NewFact},
+    state::State,
+    throttle,
+    token::refresh,
+    users,
+};
+use shared::revocation::Kind;
 
 #[derive(Debug, Clone)]
 pub(crate) struct UsersApi {
@@ -42,14 +50,15 @@ impl TryFrom<&pb::SetUserRolesRequest> for SetUserRoles {
     fn try_from(req: &pb::SetUserRolesRequest) -> Result<Self> {
         let (UserId(id), roles) = (
             UserId::parse("user_id", &req.user_id),
-            parse_roles(&req.roles),
+            parse_roles(&req.roles, false),
         )
             .all()?;
         Ok(Self { id, roles })
     }
 }
 
-fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
+/// Role names; `service` only for a service account.
+pub(super) fn parse_roles(raw: &[String], service_account: bool) -> Result<Vec<Role>> {
     let mut v = Violations::default();
     let roles: Vec<Role> = raw
         .iter()
@@ -58,7 +67,17 @@ fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
             v.check(
                 name.trim()
                     .parse::<Role>()
-                    .map_err(|_| Error::invalid(&format!("roles[{i}]"), "unknown role")),
+                    .map_err(|_| Error::invalid(&format!("roles[{i}]"), "unknown role"))
+                    .and_then(|role| {
+                        if role == Role::Service && !service_account {
+                            Err(Error::invalid(
+                                &format!("roles[{i}]"),
+                                "`service` is for service accounts, not users",
+                            ))
+                        } else {
+                            Ok(role)
+                        }
+                    }),
             )
         })
         .collect();
@@ -95,6 +114,11 @@ impl UsersApi {
             users::ensure_other_admin(&admins, &target)?;
         }
         let user = users::set_disabled(tx.conn(), id, disabled, now).await?;
+        let kind = if disabled {
+            Kind::UserDisabled
+        } else {
+            Kind::UserEnabled
+        };
         let (action, details) = if disabled {
             let revoked = refresh::revoke_user(tx.conn(), id, now).await?;
             (
@@ -104,9 +128,12 @@ impl UsersApi {
         } else {
             (Action::UserEnabled, json!({}))
         };
+        let fact = NewFact::principal(kind, id, user.token_generation, user.disabled);
+        let fact = revocation::log::append(&mut tx, fact, now).await?;
         let event = Event::new(action, Actor::from(me), "user", id).details(details);
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;
+        self.state.published(&fact);
         Ok(user)
     }
 }
@@ -176,10 +203,18 @@ impl UserService for UsersApi {
             users::ensure_other_admin(&admins, &before)?;
         }
         let after = users::set_roles(tx.conn(), id, &roles, now).await?;
+        let fact = NewFact::principal(
+            Kind::RolesChanged,
+            id,
+            after.token_generation,
+            after.disabled,
+        );
+        let fact = revocation::log::append(&mut tx, fact, now).await?;
         let event = Event::new(Action::RolesChanged, Actor::from(me), "user", id)
             .details(json!({ "old_roles": before.role_names(), "new_roles": after.role_names() }));
         audit::append(&mut tx, &ctx, now, event).await?;
         tx.commit().await?;
+        self.state.published(&fact);
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(after.to_proto()),
         }))
@@ -231,6 +266,53 @@ impl UserService for UsersApi {
         tx.commit().await?;
         Ok(Response::new(pb::UnlockUserResponse {
             user: Some(user.to_proto()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_user_sessions(
+        &self,
+        request: Request<pb::ListUserSessionsRequest>,
+    ) -> Result<Response<pb::ListUserSessionsResponse>, Status> {
+        let me = current_user(&request)?;
+        let req = request.get_ref();
+        let UserId(id) = UserId::parse("user_id", &req.user_id)?;
+        let (sessions, next_page_token) =
+            sessions::list(&self.state, me, id, req.page_size, &req.page_token).await?;
+        Ok(Response::new(pb::ListUserSessionsResponse {
+            sessions,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_user_session(
+        &self,
+        request: Request<pb::RevokeUserSessionRequest>,
+    ) -> Result<Response<pb::RevokeUserSessionResponse>, Status> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let req = request.get_ref();
+        let (UserId(id), session) = (
+            UserId::parse("user_id", &req.user_id),
+            shared::validate::uuid("session_id", &req.session_id),
+        )
+            .all()?;
+        sessions::revoke_one(&self.state, &ctx, me, id, session).await?;
+        Ok(Response::new(pb::RevokeUserSessionResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_all_user_sessions(
+        &self,
+        request: Request<pb::RevokeAllUserSessionsRequest>,
+    ) -> Result<Response<pb::RevokeAllUserSessionsResponse>, Status> {
+        let ctx = request_context(&request);
+        let me = current_user(&request)?;
+        let UserId(id) = UserId::parse("user_id", &request.get_ref().user_id)?;
+        let revoked_sessions = sessions::revoke_all(&self.state, &ctx, me, id, None).await?;
+        Ok(Response::new(pb::RevokeAllUserSessionsResponse {
+            revoked_sessions,
         }))
     }
 }

@@ -26,35 +26,56 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Signs an access token for `user` at `now`, and pairs it with the
-/// refresh token just minted for the same session.
+/// Signs an access token for `user` in session `session_id` at `now`, and
+/// pairs it with the refresh token just minted for the same session.
 pub(crate) fn session(
     state: &State,
     user: &User,
+    session_id: Uuid,
     refresh_token: String,
     now: Timestamp,
 ) -> Result<Session> {
+    let subject = Subject {
+        id: user.id,
+        email: user.email.clone(),
+        roles: user.role_names(),
+        token_generation: user.token_generation,
+        session_id: Some(session_id),
+    };
     Ok(Session {
-        access_token: access_token(state, user, now)?,
+        access_token: access_token(state, subject, now)?,
         refresh_token,
         expires_in: state.access_ttl.as_secs() as i64,
         user: user.to_proto(),
     })
 }
 
-fn access_token(state: &State, user: &User, now: Timestamp) -> Result<String> {
+/// Whom an access token is for.
+#[derive(Debug)]
+pub(crate) struct Subject {
+    pub id: Uuid,
+    /// A user's email; `service:<name>` for a service account.
+    pub email: String,
+    pub roles: Vec<String>,
+    pub token_generation: i64,
+    /// `None` for a service account (it has no session).
+    pub session_id: Option<Uuid>,
+}
+
+pub(crate) fn access_token(state: &State, subject: Subject, now: Timestamp) -> Result<String> {
     let iat = now.unix_seconds();
     state.keys.sign(&AccessClaims {
         iss: ISSUER.to_owned(),
         aud: AUDIENCE.to_owned(),
-        sub: user.id.to_string(),
-        email: user.email.clone(),
-        roles: user.role_names(),
+        sub: subject.id.to_string(),
+        email: subject.email,
+        roles: subject.roles,
         iat,
         nbf: iat,
         exp: iat + state.access_ttl.as_secs() as i64,
         jti: Uuid::now_v7().to_string(),
-        tgen: user.token_generation,
+        tgen: subject.token_generation,
+        sid: subject.session_id.map(|s| s.to_string()),
     })
 }
 

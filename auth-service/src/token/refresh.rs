@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use shared::{
     Error, Result,
     db::{Conn, Dialect, Timestamp},
+    identity::RequestContext,
     on_dialect,
 };
 use uuid::Uuid;
@@ -42,26 +43,136 @@ fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Starts a family for a login, stamped with the user's current session epoch.
-#[tracing::instrument(level = "debug", skip(c))]
+/// Starts a family for a login, stamped with the user's current session
+/// epoch and with where the login came from.
+#[tracing::instrument(level = "debug", skip(c, ctx))]
 pub(crate) async fn create_family(
     c: Conn<'_>,
     user_id: Uuid,
     session_epoch: i64,
+    ctx: &RequestContext,
     now: Timestamp,
 ) -> Result<Uuid> {
     let id = Uuid::now_v7();
-    let sql = "INSERT INTO refresh_families (id, user_id, session_epoch, created_at) \
-               VALUES ($1, $2, $3, $4)";
+    let sql = "INSERT INTO refresh_families (id, user_id, session_epoch, created_at, client_addr, user_agent) \
+               VALUES ($1, $2, $3, $4, $5, $6)";
     on_dialect!(c, c => sqlx::query(sql)
         .bind(id)
         .bind(user_id)
         .bind(session_epoch)
         .bind(now)
+        .bind(ctx.client_addr_string())
+        .bind(&ctx.user_agent)
         .execute(c)
         .await
         .map(|_| ()))?;
     Ok(id)
+}
+
+/// Records a refresh: when, and from where, the session was last used.
+#[tracing::instrument(level = "debug", skip(c, ctx))]
+pub(crate) async fn touch_family(
+    c: Conn<'_>,
+    family_id: Uuid,
+    ctx: &RequestContext,
+    now: Timestamp,
+) -> Result<()> {
+    let sql = "UPDATE refresh_families SET last_used_at = $2, client_addr = $3, user_agent = $4 \
+               WHERE id = $1";
+    on_dialect!(c, c => sqlx::query(sql)
+        .bind(family_id)
+        .bind(now)
+        .bind(ctx.client_addr_string())
+        .bind(&ctx.user_agent)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// A live session as its owner sees it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    pub id: Uuid,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub client_addr: String,
+    pub user_agent: String,
+}
+
+/// The user's live sessions, newest first, after the `before` cursor: not
+/// revoked, of the current epoch, with a refresh token still usable.
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn live_families(
+    c: Conn<'_>,
+    user_id: Uuid,
+    before: Option<Uuid>,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<SessionRow>> {
+    let sql = "SELECT f.id, f.created_at, f.last_used_at, f.client_addr, f.user_agent \
+               FROM refresh_families f JOIN users u ON u.id = f.user_id \
+               WHERE f.user_id = $1 AND f.revoked_at IS NULL AND f.session_epoch = u.session_epoch \
+               AND ($2 IS NULL OR f.id < $2) \
+               AND EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id \
+                   AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3) \
+               ORDER BY f.id DESC LIMIT $4";
+    Ok(on_dialect!(c, c => sqlx::query_as(sql)
+        .bind(user_id)
+        .bind(before)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await?))
+}
+
+/// Revokes the user's live families other than `keep`, with their tokens;
+/// the ids of those revoked. Each family's row lock is taken by the update.
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn revoke_families_except(
+    mut c: Conn<'_>,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: Timestamp,
+) -> Result<Vec<Uuid>> {
+    let families = "UPDATE refresh_families SET revoked_at = $2 \
+                    WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3) RETURNING id";
+    let ids: Vec<Uuid> = on_dialect!(c.reborrow(), c => sqlx::query_scalar(families)
+        .bind(user_id)
+        .bind(now)
+        .bind(keep)
+        .fetch_all(c)
+        .await?);
+    let tokens = "UPDATE refresh_tokens SET revoked_at = $2 \
+                  WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR family_id <> $3)";
+    on_dialect!(c, c => sqlx::query(tokens).bind(user_id).bind(now).bind(keep).execute(c).await.map(|_| ()))?;
+    Ok(ids)
+}
+
+/// Revokes the family `family_id` if it is the user's and live; whether it was.
+#[tracing::instrument(level = "debug", skip(c))]
+pub(crate) async fn revoke_users_family(
+    mut c: Conn<'_>,
+    user_id: Uuid,
+    family_id: Uuid,
+    now: Timestamp,
+) -> Result<bool> {
+    let family = "UPDATE refresh_families SET revoked_at = $3 \
+                  WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
+    let revoked = on_dialect!(c.reborrow(), c => sqlx::query(family)
+        .bind(family_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(c)
+        .await?
+        .rows_affected());
+    if revoked == 0 {
+        return Ok(false);
+    }
+    let tokens =
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
+    on_dialect!(c, c => sqlx::query(tokens).bind(family_id).bind(now).execute(c).await.map(|_| ()))?;
+    Ok(true)
 }
 
 #[tracing::instrument(level = "debug", skip(c))]

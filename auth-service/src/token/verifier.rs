@@ -1,8 +1,12 @@
 //! auth-service verifies access tokens with its own keys (remembering the
-//! signature checks it already made) and then checks the user's current
-//! state, on every request: a disabled user, or a token from before the user's
-//! last password or role change (an older token generation), is refused at
-//! once. The same check answers `ValidateToken`.
+//! signature checks it already made) and then asks whether a revocation
+//! fact refuses the token: a disabled user or service account, a token from
+//! before the principal's last password, role or secret change (an older
+//! token generation), or a revoked session. The facts are in memory (see
+//! `crate::revocation`), so a check reads no database; while they are
+//! stale (the log unreadable for REVOCATION_MAX_STALENESS) the principal's
+//! row and the session's row are read instead. The same check answers
+//! `ValidateToken`.
 
 use std::sync::Arc;
 
@@ -11,8 +15,9 @@ use shared::{
     identity::Identity,
     token::{AccessClaims, BoxFuture, INVALID_TOKEN, TokenVerifier},
 };
+use uuid::Uuid;
 
-use crate::{state::State, users};
+use crate::{revocation::log, state::State};
 
 #[derive(Debug)]
 pub(crate) struct AuthVerifier {
@@ -25,9 +30,9 @@ impl AuthVerifier {
     }
 }
 
-/// The claims of `token` when it is valid and its user still stands behind
-/// it. A database failure is an error, not a verdict.
-pub(crate) async fn check(state: &State, token: &str) -> Result<(AccessClaims, users::User)> {
+/// The claims of `token` when it is valid and not revoked. A database
+/// failure is an error, not a verdict.
+pub(crate) async fn check(state: &State, token: &str) -> Result<AccessClaims> {
     let now = state.clock.now();
     let claims = match state.verified_tokens.get(token, now) {
         Some(claims) => claims,
@@ -37,14 +42,30 @@ pub(crate) async fn check(state: &State, token: &str) -> Result<(AccessClaims, u
             claims
         }
     };
-    let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| INVALID_TOKEN)?;
-    let user = users::by_id(state.db.read().await?.conn(), user_id)
+    let principal = Uuid::parse_str(&claims.sub).map_err(|_| INVALID_TOKEN)?;
+    let session = claims
+        .sid
+        .as_deref()
+        .map(Uuid::parse_str)
+        .transpose()
+        .map_err(|_| INVALID_TOKEN)?;
+    if state.revocations.is_fresh(state.revocation_max_staleness) {
+        state.revocations.check(principal, claims.tgen, session)?;
+        return Ok(claims);
+    }
+    let mut conn = state.db.read().await?;
+    let (generation, disabled) = log::principal(conn.conn(), principal)
         .await?
         .ok_or(INVALID_TOKEN)?;
-    if user.disabled || user.token_generation != claims.tgen {
+    if disabled || generation != claims.tgen {
         return Err(INVALID_TOKEN);
     }
-    Ok((claims, user))
+    if let Some(session) = session
+        && log::session_revoked(conn.conn(), session).await?
+    {
+        return Err(INVALID_TOKEN);
+    }
+    Ok(claims)
 }
 
 impl TokenVerifier for AuthVerifier {
@@ -53,9 +74,6 @@ impl TokenVerifier for AuthVerifier {
         token: &'a str,
         _deadline: Option<std::time::Duration>,
     ) -> BoxFuture<'a, Result<Identity>> {
-        Box::pin(async move {
-            let (claims, _) = check(&self.state, token).await?;
-            Ok(claims.identity()?)
-        })
+        Box::pin(async move { Ok(check(&self.state, token).await?.identity()?) })
     }
 }

@@ -13,6 +13,7 @@ mod process;
 mod races;
 mod register;
 mod replicas;
+mod revocations;
 mod sessions;
 mod tokens;
 mod users;

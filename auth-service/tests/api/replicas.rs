@@ -130,6 +130,7 @@ async fn a_key_added_elsewhere_is_served_and_accepted_everywhere() {
             exp: now + 300,
             jti: uuid::Uuid::now_v7().to_string(),
             tgen: 0,
+            sid: None,
         },
         &key.key,
     )

@@ -210,18 +210,10 @@ async fn change_password_revokes_every_session() {
 #[tokio::test]
 async fn refresh_tokens_are_stored_only_as_hashes() {
     use sha2::{Digest, Sha256};
-    use sqlx::Connection;
     let app = spawn_app().await;
     let login = app.user("hash@example.com").await;
     let rotated = refresh(&app, &login.refresh_token).await.unwrap();
-    let query = "SELECT token_hash FROM refresh_tokens";
-    let hashes: Vec<Vec<u8>> = if app.db.is_postgres() {
-        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-        sqlx::query_scalar(query).fetch_all(&mut c).await.unwrap()
-    } else {
-        let mut c = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-        sqlx::query_scalar(query).fetch_all(&mut c).await.unwrap()
-    };
+    let hashes = app.db.bytes("SELECT token_hash FROM refresh_tokens").await;
     assert_eq!(hashes.len(), 2, "the first token and its successor");
     for token in [&login.refresh_token, &rotated.refresh_token] {
         let digest = Sha256::digest(token.as_bytes()).to_vec();
@@ -233,4 +225,236 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
             );
         }
     }
+}
+
+/// A client whose `user-agent` says `agent`.
+async fn client_as(
+    app: &TestApp,
+    agent: &str,
+) -> pb::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .user_agent(agent)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pb::auth_service_client::AuthServiceClient::new(channel)
+}
+
+async fn login_as(app: &TestApp, agent: &str, email: &str) -> pb::LoginResponse {
+    client_as(app, agent)
+        .await
+        .login(pb::LoginRequest {
+            email: email.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn sessions(app: &TestApp, token: &str) -> Vec<pb::Session> {
+    app.auth()
+        .list_sessions(bearer(pb::ListSessionsRequest::default(), token))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+}
+
+async fn active(app: &TestApp, token: &str) -> bool {
+    app.auth()
+        .validate_token(pb::ValidateTokenRequest {
+            access_token: token.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+}
+
+/// A person sees their sessions (where from, which is this one) and ends
+/// one, all others, or all: each ended session's refresh token and access
+/// token stop working, the others go on.
+#[tokio::test]
+async fn a_person_sees_and_ends_their_sessions() {
+    let app = spawn_app().await;
+    app.register("sal@example.com").await;
+    let laptop = login_as(&app, "laptop/2.0", "sal@example.com").await;
+    let phone = login_as(&app, "phone/1.0", "sal@example.com").await;
+    let tablet = login_as(&app, "tablet/3.0", "sal@example.com").await;
+    // Refreshed from the phone: its session shows when it was last used.
+    let phone = client_as(&app, "phone/1.0")
+        .await
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: phone.refresh_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let seen = sessions(&app, &laptop.access_token).await;
+    assert_eq!(seen.len(), 3);
+    let current: Vec<&pb::Session> = seen.iter().filter(|s| s.current).collect();
+    assert_eq!(current.len(), 1);
+    assert!(current[0].user_agent.contains("laptop/2.0"), "{current:?}");
+    assert_eq!(current[0].client_address, "127.0.0.1");
+    assert!(current[0].last_used_at.is_none());
+    // Newest first.
+    assert!(seen[0].user_agent.contains("tablet/3.0"));
+    assert!(seen[1].user_agent.contains("phone/1.0") && seen[1].last_used_at.is_some());
+    let phone_session = seen[1].id.clone();
+
+    // Another person cannot end Sal's session, nor see it exists.
+    let eve = app.user("eve@example.com").await;
+    assert_error(
+        app.auth()
+            .revoke_session(bearer(
+                pb::RevokeSessionRequest {
+                    session_id: phone_session.clone(),
+                },
+                &eve.access_token,
+            ))
+            .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+    assert!(active(&app, &phone.access_token).await);
+
+    // Sal ends the phone's session from the laptop.
+    app.auth()
+        .revoke_session(bearer(
+            pb::RevokeSessionRequest {
+                session_id: phone_session.clone(),
+            },
+            &laptop.access_token,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !active(&app, &phone.access_token).await,
+        "its access token is revoked"
+    );
+    assert_error(
+        refresh(&app, &phone.refresh_token).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
+    assert!(active(&app, &laptop.access_token).await && active(&app, &tablet.access_token).await);
+    assert_error(
+        app.auth()
+            .revoke_session(bearer(
+                pb::RevokeSessionRequest {
+                    session_id: phone_session,
+                },
+                &laptop.access_token,
+            ))
+            .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+
+    // All others: the tablet ends, the laptop stays and still refreshes.
+    let ended = app
+        .auth()
+        .revoke_all_sessions(bearer(
+            pb::RevokeAllSessionsRequest { keep_current: true },
+            &laptop.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ended.revoked_sessions, 1);
+    assert!(!active(&app, &tablet.access_token).await);
+    assert!(active(&app, &laptop.access_token).await);
+    let laptop = refresh(&app, &laptop.refresh_token).await.unwrap();
+    assert_eq!(sessions(&app, &laptop.access_token).await.len(), 1);
+
+    // All: the laptop's own token ends too.
+    app.auth()
+        .revoke_all_sessions(bearer(
+            pb::RevokeAllSessionsRequest::default(),
+            &laptop.access_token,
+        ))
+        .await
+        .unwrap();
+    assert!(!active(&app, &laptop.access_token).await);
+    assert_error(
+        refresh(&app, &laptop.refresh_token).await,
+        Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
+    assert!(active(&app, &eve.access_token).await, "nobody else's");
+
+    let admin = app.admin().await.access_token;
+    assert_eq!(app.events(&admin, "session.revoked").await.len(), 1);
+    assert_eq!(app.events(&admin, "session.all_revoked").await.len(), 2);
+}
+
+/// An admin sees and ends any user's sessions.
+#[tokio::test]
+async fn an_admin_ends_anyones_sessions() {
+    let app = spawn_app().await;
+    let admin = app.admin().await.access_token;
+    let kim = app.user("kim@example.com").await;
+    let kim_id = kim.user.clone().unwrap().id;
+    let second = app.login("kim@example.com", PASSWORD).await.unwrap();
+    let listed = app
+        .users()
+        .list_user_sessions(bearer(
+            pb::ListUserSessionsRequest {
+                user_id: kim_id.clone(),
+                page_size: 1,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.sessions.len(), 1, "paged");
+    assert!(!listed.next_page_token.is_empty());
+    assert!(!listed.sessions[0].current, "not the admin's session");
+    app.users()
+        .revoke_user_session(bearer(
+            pb::RevokeUserSessionRequest {
+                user_id: kim_id.clone(),
+                session_id: listed.sessions[0].id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !active(&app, &second.access_token).await,
+        "the newest session ended"
+    );
+    assert!(active(&app, &kim.access_token).await);
+    let ended = app
+        .users()
+        .revoke_all_user_sessions(bearer(
+            pb::RevokeAllUserSessionsRequest {
+                user_id: kim_id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ended.revoked_sessions, 1);
+    assert!(!active(&app, &kim.access_token).await);
+    assert_error(
+        app.users()
+            .list_user_sessions(bearer(
+                pb::ListUserSessionsRequest {
+                    user_id: uuid::Uuid::now_v7().to_string(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
 }

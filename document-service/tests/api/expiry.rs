@@ -16,7 +16,7 @@ async fn access_and_refresh_tokens_expire_at_their_configured_ttls() {
         c.refresh_token_ttl = Duration::from_secs(3600);
     })
     .await;
-    let mut config = doc_config(format!("http://{}", auth.addr), TokenValidation::Local);
+    let mut config = doc_config(&auth, TokenValidation::Local);
     config.clock = auth.clock.clock();
     let docs = spawn_docs(config).await;
     let list = |token: String| {

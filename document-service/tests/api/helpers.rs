@@ -30,11 +30,39 @@ pub(crate) struct DocApp {
     _served: Served,
 }
 
-pub(crate) fn doc_config(auth_url: String, mode: TokenValidation) -> document_service::Config {
+/// document-service's defaults, pointed at `auth` and reading its
+/// revocation feed with the service account auth-service bootstrapped.
+pub(crate) fn doc_config(auth: &AuthApp, mode: TokenValidation) -> document_service::Config {
+    doc_config_at(
+        format!("http://{}", auth.addr),
+        mode,
+        Some(auth.credentials_file()),
+    )
+}
+
+/// [`doc_config`] for an auth-service that may not be running yet.
+pub(crate) fn doc_config_at(
+    auth_url: String,
+    mode: TokenValidation,
+    credentials: Option<std::path::PathBuf>,
+) -> document_service::Config {
     let mut config = Args::parse_from(["document-service"]).config;
     config.auth_service_url = auth_url;
     config.token_validation = mode;
+    config.client_credentials_file = credentials;
     config
+}
+
+/// What ListDocuments with `token` answers: whether the token is accepted.
+pub(crate) async fn list_code(docs: &DocApp, token: &str) -> tonic::Code {
+    match docs
+        .documents()
+        .list_documents(bearer(pb::ListDocumentsRequest::default(), token))
+        .await
+    {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
 }
 
 /// Starts document-service and waits until it answers.
@@ -86,7 +114,7 @@ pub(crate) async fn spawn_stack_with(
     customize: impl FnOnce(&mut document_service::Config),
 ) -> Stack {
     let auth = auth::spawn_app().await;
-    let mut config = doc_config(format!("http://{}", auth.addr), mode);
+    let mut config = doc_config(&auth, mode);
     customize(&mut config);
     let docs = spawn_docs(config).await;
     Stack { auth, docs }

@@ -16,6 +16,7 @@ mod races;
 pub mod rbac;
 mod readme;
 mod reflection;
+mod revocation;
 mod story;
 mod uploads;
 mod workflow;

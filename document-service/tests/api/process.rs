@@ -17,11 +17,22 @@ use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_document-service");
 
-async fn start_docs(db: &TestDb, auth_url: String, extra: &[(&str, String)]) -> Process {
+/// The document-service binary on `db`, reaching `auth` at `auth_url` with
+/// the service account auth-service bootstrapped.
+async fn start_docs(
+    db: &TestDb,
+    auth: &AuthApp,
+    auth_url: String,
+    extra: &[(&str, String)],
+) -> Process {
     let mut env = vec![
         ("DOCUMENT_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("DOCUMENT_DATABASE_URL", db.url.clone()),
         ("AUTH_SERVICE_URL", auth_url),
+        (
+            "DOCUMENT_CLIENT_CREDENTIALS_FILE",
+            auth.credentials_file().display().to_string(),
+        ),
         ("SHUTDOWN_DRAIN_TIMEOUT", "5s".to_owned()),
         ("HEALTH_CHECK_INTERVAL", "1s".to_owned()),
     ];
@@ -41,7 +52,7 @@ async fn sigterm_during_an_upload_drains_it_and_refuses_new_connections() {
     let auth = auth::spawn_app().await;
     let token = auth.user("term@example.com").await.access_token;
     let db = TestDb::fresh("docbin").await;
-    let mut docs = start_docs(&db, format!("http://{}", auth.addr), &[]).await;
+    let mut docs = start_docs(&db, &auth, format!("http://{}", auth.addr), &[]).await;
     let channel = connect_when_ready(docs.addr).await;
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest {
@@ -285,6 +296,7 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
     let tls_docs = async |db: &TestDb, ca: std::path::PathBuf| {
         start_docs(
             db,
+            &auth,
             format!("https://localhost:{}", auth.addr.port()),
             &[
                 ("AUTH_CA_FILE", ca.display().to_string()),
@@ -347,6 +359,7 @@ async fn the_trace_log_keeps_content_and_tokens_out_and_grpc_web_is_served() {
     let db = TestDb::fresh("doclog").await;
     let mut docs = start_docs(
         &db,
+        &auth,
         format!("http://{}", auth.addr),
         &[
             ("RUST_LOG", "trace".into()),

@@ -84,65 +84,116 @@ pub async fn call_with(
 }
 
 /// Callers, in the order of each row's letters.
-const CALLERS: [&str; 5] = ["anonymous", "user", "verifier", "auditor", "admin"];
+const CALLERS: [&str; 6] = [
+    "anonymous",
+    "user",
+    "verifier",
+    "auditor",
+    "admin",
+    "service",
+];
 
 /// What each caller gets: `p` passes the layer, `-` is UNAUTHENTICATED,
-/// `x` is PERMISSION_DENIED.
+/// `x` is PERMISSION_DENIED. `service` is a service account's token
+/// (IssueServiceToken), with the `service` role.
 const EXPECTED: &[(&str, &str)] = &[
-    ("/docverify.auth.v1.AuthService/Register", "ppppp"),
-    ("/docverify.auth.v1.AuthService/Login", "ppppp"),
-    ("/docverify.auth.v1.AuthService/RefreshToken", "ppppp"),
-    ("/docverify.auth.v1.AuthService/Logout", "ppppp"),
-    ("/docverify.auth.v1.AuthService/ValidateToken", "ppppp"),
-    ("/docverify.auth.v1.AuthService/ListSigningKeys", "ppppp"),
-    ("/docverify.auth.v1.AuthService/GetCurrentUser", "-pppp"),
-    ("/docverify.auth.v1.AuthService/ChangePassword", "-pppp"),
-    ("/docverify.auth.v1.UserService/ListUsers", "-xxpp"),
-    ("/docverify.auth.v1.UserService/GetUser", "-xxpp"),
-    ("/docverify.auth.v1.UserService/SetUserRoles", "-xxxp"),
-    ("/docverify.auth.v1.UserService/DisableUser", "-xxxp"),
-    ("/docverify.auth.v1.UserService/EnableUser", "-xxxp"),
-    ("/docverify.auth.v1.UserService/UnlockUser", "-xxxp"),
+    ("/docverify.auth.v1.AuthService/Register", "pppppp"),
+    ("/docverify.auth.v1.AuthService/Login", "pppppp"),
+    ("/docverify.auth.v1.AuthService/RefreshToken", "pppppp"),
+    ("/docverify.auth.v1.AuthService/Logout", "pppppp"),
+    ("/docverify.auth.v1.AuthService/ValidateToken", "pppppp"),
+    ("/docverify.auth.v1.AuthService/ListSigningKeys", "pppppp"),
+    ("/docverify.auth.v1.AuthService/GetCurrentUser", "-ppppp"),
+    ("/docverify.auth.v1.AuthService/ChangePassword", "-ppppp"),
+    ("/docverify.auth.v1.UserService/ListUsers", "-xxppx"),
+    ("/docverify.auth.v1.UserService/GetUser", "-xxppx"),
+    ("/docverify.auth.v1.UserService/SetUserRoles", "-xxxpx"),
+    ("/docverify.auth.v1.UserService/DisableUser", "-xxxpx"),
+    ("/docverify.auth.v1.UserService/EnableUser", "-xxxpx"),
+    ("/docverify.auth.v1.UserService/UnlockUser", "-xxxpx"),
     (
         "/docverify.document.v1.DocumentService/UploadDocument",
-        "-ppxp",
+        "-ppxpx",
     ),
     (
         "/docverify.document.v1.DocumentService/GetDocument",
-        "-pppp",
+        "-ppppx",
     ),
     (
         "/docverify.document.v1.DocumentService/DownloadDocument",
-        "-pppp",
+        "-ppppx",
     ),
     (
         "/docverify.document.v1.DocumentService/ListDocuments",
-        "-pppp",
+        "-ppppx",
     ),
     (
         "/docverify.document.v1.DocumentService/VerifyDocument",
-        "-xpxp",
+        "-xpxpx",
     ),
     (
         "/docverify.document.v1.DocumentService/RejectDocument",
-        "-xpxp",
+        "-xpxpx",
     ),
     (
         "/docverify.document.v1.DocumentService/DeleteDocument",
-        "-ppxp",
+        "-ppxpx",
     ),
-    ("/docverify.audit.v1.AuditService/ListAuditEvents", "-xxpp"),
-    ("/docverify.audit.v1.AuditService/VerifyAuditChain", "-xxpp"),
-    ("/grpc.health.v1.Health/Check", "ppppp"),
-    ("/grpc.health.v1.Health/Watch", "ppppp"),
+    ("/docverify.audit.v1.AuditService/ListAuditEvents", "-xxppx"),
+    (
+        "/docverify.audit.v1.AuditService/VerifyAuditChain",
+        "-xxppx",
+    ),
+    ("/grpc.health.v1.Health/Check", "pppppp"),
+    ("/grpc.health.v1.Health/Watch", "pppppp"),
     (
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "ppppp",
+        "pppppp",
     ),
     (
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        "ppppp",
+        "pppppp",
     ),
+    ("/docverify.auth.v1.AuthService/ListSessions", "-ppppp"),
+    ("/docverify.auth.v1.AuthService/RevokeSession", "-ppppp"),
+    ("/docverify.auth.v1.AuthService/IssueServiceToken", "pppppp"),
+    ("/docverify.auth.v1.UserService/ListUserSessions", "-xxxpx"),
+    ("/docverify.auth.v1.UserService/RevokeUserSession", "-xxxpx"),
+    (
+        "/docverify.auth.v1.UserService/RevokeAllUserSessions",
+        "-xxxpx",
+    ),
+    (
+        "/docverify.auth.v1.RevocationService/WatchRevocations",
+        "-xxxxp",
+    ),
+    (
+        "/docverify.auth.v1.RevocationService/ListRevocationState",
+        "-xxxxp",
+    ),
+    (
+        "/docverify.auth.v1.ServiceAccountService/CreateServiceAccount",
+        "-xxxpx",
+    ),
+    (
+        "/docverify.auth.v1.ServiceAccountService/ListServiceAccounts",
+        "-xxxpx",
+    ),
+    (
+        "/docverify.auth.v1.ServiceAccountService/RotateServiceAccountSecret",
+        "-xxxpx",
+    ),
+    (
+        "/docverify.auth.v1.ServiceAccountService/RevokeServiceAccountSecret",
+        "-xxxpx",
+    ),
+    (
+        "/docverify.auth.v1.ServiceAccountService/DisableServiceAccount",
+        "-xxxpx",
+    ),
+    // Last: an empty request is a valid one, and it ends every session of
+    // the caller, so no later row could use their token.
+    ("/docverify.auth.v1.AuthService/RevokeAllSessions", "-ppppp"),
 ];
 
 #[test]
@@ -163,6 +214,8 @@ async fn matrix(mode: TokenValidation) {
     for role in Role::ALL {
         let token = if role == Role::Admin {
             stack.admin().await
+        } else if role == Role::Service {
+            stack.auth.service_token().await
         } else {
             let email = format!("{}@example.com", role.as_str());
             stack.user_with_roles(&email, &[role.as_str()]).await.0
@@ -198,7 +251,7 @@ async fn matrix(mode: TokenValidation) {
             }
         }
     }
-    assert!(checked >= 5 * 27, "{checked} calls checked");
+    assert!(checked >= 6 * 41, "{checked} calls checked");
 }
 
 #[tokio::test]

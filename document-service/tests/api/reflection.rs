@@ -74,6 +74,8 @@ async fn each_server_lists_the_services_it_serves() {
         vec![
             "docverify.audit.v1.AuditService",
             "docverify.auth.v1.AuthService",
+            "docverify.auth.v1.RevocationService",
+            "docverify.auth.v1.ServiceAccountService",
             "docverify.auth.v1.UserService",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",

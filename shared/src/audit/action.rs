@@ -21,6 +21,10 @@ crate::catalogue::catalogue! {
         TokenReuseDetected => "token.reuse_detected",
         /// A refresh presented to a family that had been revoked.
         TokenFamilyRevoked => "token.family_revoked",
+        /// A session ended through RevokeSession or RevokeUserSession.
+        SessionRevoked => "session.revoked",
+        /// Every session of a user ended (RevokeAllSessions, RevokeAllUserSessions).
+        SessionsRevoked => "session.all_revoked",
 
         // auth-service: accounts
         /// An account created (by registration, bootstrap or `create-admin`).
@@ -33,6 +37,16 @@ crate::catalogue::catalogue! {
         UserEnabled => "user.enabled",
         /// Roles granted or removed.
         RolesChanged => "user.roles_changed",
+        /// A service account created (by an admin or the bootstrap).
+        ServiceAccountCreated => "service_account.created",
+        /// A service account secret added (rotation or bootstrap).
+        ServiceAccountSecretAdded => "service_account.secret_added",
+        /// A service account secret revoked.
+        ServiceAccountSecretRevoked => "service_account.secret_revoked",
+        /// A service account disabled.
+        ServiceAccountDisabled => "service_account.disabled",
+        /// A service access token issued (client credentials grant).
+        ServiceTokenIssued => "service_account.token_issued",
         /// An admin cleared an account's login throttle.
         UserUnlocked => "user.unlocked",
 

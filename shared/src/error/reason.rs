@@ -17,6 +17,9 @@ crate::catalogue::catalogue! {
         InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
         /// The account is disabled.
         UserDisabled => "USER_DISABLED",
+        /// IssueServiceToken with an unknown client, a wrong or revoked
+        /// secret, or a disabled service account (never says which).
+        InvalidClient => "INVALID_CLIENT",
 
         // PERMISSION_DENIED
         /// The caller's roles do not allow this RPC or this document.
@@ -35,12 +38,17 @@ crate::catalogue::catalogue! {
         // ALREADY_EXISTS
         /// Registration with an email that has an account.
         EmailTaken => "EMAIL_TAKEN",
+        /// A service account with this name exists.
+        ServiceAccountNameTaken => "SERVICE_ACCOUNT_NAME_TAKEN",
 
         // FAILED_PRECONDITION
         /// A review of a document that is no longer pending.
         DocumentNotPending => "DOCUMENT_NOT_PENDING",
         /// The change would leave no enabled admin.
         LastAdminProtection => "LAST_ADMIN_PROTECTION",
+        /// WatchRevocations from a cursor no longer kept (or never issued):
+        /// resync from ListRevocationState.
+        RevocationCursorExpired => "REVOCATION_CURSOR_EXPIRED",
 
         // ABORTED
         /// The document was deleted while it was being read.

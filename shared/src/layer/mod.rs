@@ -135,7 +135,7 @@ impl RpcLayer {
 async fn housekeeping(shared: Weak<Shared>) {
     let ctx = RequestContext {
         request_id: "refusal-windows".to_owned(),
-        client_addr: None,
+        ..RequestContext::default()
     };
     loop {
         tokio::time::sleep(WINDOW / 6).await;
@@ -203,6 +203,7 @@ where
         let ctx = RequestContext {
             request_id: request_id.clone(),
             client_addr: crate::client::resolve(peer, req.headers(), &shared.trusted_proxies),
+            user_agent: crate::identity::user_agent(req.headers()),
         };
         let span = tracing::info_span!(
             "rpc",

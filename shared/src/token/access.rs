@@ -43,6 +43,10 @@ pub struct AccessClaims {
     /// The user's token generation when the token was issued; revoking a
     /// user's tokens bumps it (see `ValidateToken`).
     pub tgen: i64,
+    /// The session (refresh-token family) the token belongs to; absent for
+    /// a service token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl AccessClaims {
@@ -54,7 +58,13 @@ impl AccessClaims {
             .iter()
             .map(|r| r.parse::<Role>().map_err(|_| TokenError::Claims))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Identity::new(user_id, self.email.clone(), roles))
+        let session = self
+            .sid
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|_| TokenError::Claims)?;
+        Ok(Identity::new(user_id, self.email.clone(), roles).in_session(session))
     }
 }
 
@@ -78,6 +88,9 @@ pub enum TokenError {
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+    /// Its user, session or generation was revoked.
+    #[error("token revoked")]
+    Revoked,
 }
 
 /// The one answer to any refused access token, whatever the reason.

@@ -21,6 +21,7 @@ use crate::{
     proto::auth::v1::{
         ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
     },
+    revocation::Revocations,
     token::{KeySet, TokenError, VerifiedTokens, token_kid},
 };
 
@@ -38,13 +39,19 @@ pub trait TokenVerifier: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Identity>>;
 }
 
-/// Verifies tokens locally with auth-service's published keys.
+/// Verifies tokens locally with auth-service's published keys, and refuses
+/// revoked ones with the facts of the revocation feed.
 ///
 /// The keys are fetched at start (retried until auth-service answers; until
 /// then every protected RPC fails closed with UNAVAILABLE), refreshed every
 /// few minutes, and fetched again when a token names an unknown `kid` (a
 /// key just rotated in), at most once every 5 s so that junk tokens cannot
 /// turn into a flood. With auth-service down it keeps the keys it has.
+///
+/// Fail safe, not open: while the feed has not been confirmed fresh within
+/// `max_staleness` (auth-service down, a resync, no credentials), each
+/// token is checked with `ValidateToken` instead; when that cannot answer
+/// either, the RPC is UNAVAILABLE.
 #[derive(Debug)]
 pub struct JwksVerifier {
     client: AuthServiceClient<Channel>,
@@ -53,7 +60,11 @@ pub struct JwksVerifier {
     /// When an unknown `kid` last caused a fetch. The periodic refresh does
     /// not count: a key rotated in just after it must not wait a minute.
     last_refetch: Mutex<Option<Instant>>,
-    verified: VerifiedTokens<Identity>,
+    /// Signature checks made: the identity and the token's generation.
+    verified: VerifiedTokens<(Identity, i64)>,
+    revocations: Arc<Revocations>,
+    max_staleness: Duration,
+    remote: RemoteVerifier,
 }
 
 /// Refetches for unknown `kid`s are at most this frequent.
@@ -62,13 +73,21 @@ const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(5);
 const INITIAL_RETRY: Duration = Duration::from_millis(500);
 
 impl JwksVerifier {
-    pub fn new(channel: Channel, clock: Clock) -> Self {
+    pub fn new(
+        channel: Channel,
+        clock: Clock,
+        revocations: Arc<Revocations>,
+        max_staleness: Duration,
+    ) -> Self {
         Self {
-            client: AuthServiceClient::new(channel),
+            client: AuthServiceClient::new(channel.clone()),
             clock,
             keys: RwLock::new(None),
             last_refetch: Mutex::new(None),
             verified: VerifiedTokens::default(),
+            revocations,
+            max_staleness,
+            remote: RemoteVerifier::new(channel),
         }
     }
 
@@ -158,27 +177,41 @@ impl TokenVerifier for JwksVerifier {
     fn verify<'a>(
         &'a self,
         token: &'a str,
-        _deadline: Option<Duration>,
+        deadline: Option<Duration>,
     ) -> BoxFuture<'a, Result<Identity>> {
         Box::pin(async move {
-            if let Some(identity) = self.verified.get(token, self.clock.now()) {
+            let (identity, generation) = self.signed(token).await?;
+            if self.revocations.is_fresh(self.max_staleness) {
+                self.revocations
+                    .check(identity.user_id, generation, identity.session_id)?;
                 return Ok(identity);
             }
-            let kid = token_kid(token)?;
-            let mut keys = self.current().ok_or_else(|| {
-                Error::unavailable("token signing keys not yet fetched from auth-service")
-            })?;
-            if !keys.contains(&kid) && self.may_refetch() {
-                if let Err(e) = self.fetch().await {
-                    tracing::warn!(error = %e, "refetch for an unknown key id failed");
-                }
-                keys = self.current().unwrap_or(keys);
-            }
-            let claims = keys.verify(token, self.clock.now())?;
-            let identity = claims.identity()?;
-            self.verified.put(token, identity.clone(), claims.exp);
-            Ok(identity)
+            self.remote.verify(token, deadline).await
         })
+    }
+}
+
+impl JwksVerifier {
+    /// The identity and generation of a token whose signature and times
+    /// check out (revocation aside).
+    async fn signed(&self, token: &str) -> Result<(Identity, i64)> {
+        if let Some(verified) = self.verified.get(token, self.clock.now()) {
+            return Ok(verified);
+        }
+        let kid = token_kid(token)?;
+        let mut keys = self.current().ok_or_else(|| {
+            Error::unavailable("token signing keys not yet fetched from auth-service")
+        })?;
+        if !keys.contains(&kid) && self.may_refetch() {
+            if let Err(e) = self.fetch().await {
+                tracing::warn!(error = %e, "refetch for an unknown key id failed");
+            }
+            keys = self.current().unwrap_or(keys);
+        }
+        let claims = keys.verify(token, self.clock.now())?;
+        let verified = (claims.identity()?, claims.tgen);
+        self.verified.put(token, verified.clone(), claims.exp);
+        Ok(verified)
     }
 }
 
@@ -236,7 +269,8 @@ impl TokenVerifier for RemoteVerifier {
                 .iter()
                 .filter_map(|r| r.parse::<Role>().ok())
                 .collect();
-            Ok(Identity::new(user_id, response.email, roles))
+            let session = Uuid::parse_str(&response.session_id).ok();
+            Ok(Identity::new(user_id, response.email, roles).in_session(session))
         })
     }
 }

@@ -103,7 +103,14 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut auth_service::Config)) -
 
 /// auth-service on a chosen address (one that clients already point at).
 pub async fn spawn_app_on(addr: SocketAddr) -> TestApp {
-    spawn(TcpListener::bind(addr).await.unwrap(), |_| {}).await
+    spawn_app_on_with(addr, |_| {}).await
+}
+
+pub async fn spawn_app_on_with(
+    addr: SocketAddr,
+    customize: impl FnOnce(&mut auth_service::Config),
+) -> TestApp {
+    spawn(TcpListener::bind(addr).await.unwrap(), customize).await
 }
 
 async fn spawn(
@@ -134,6 +141,11 @@ async fn spawn(
     config.rate_limit_validate_token = Off;
     config.address_max_failures = 1_000_000;
     customize(&mut config);
+    // document-service's service account, as compose sets it up: one file
+    // per database, so that replicas on one database share it.
+    if config.bootstrap_service_credentials_file.is_none() {
+        config.bootstrap_service_credentials_file = Some(credentials_path(&config.database_url));
+    }
     let tls_configured = config.server.tls_cert_file.is_some();
 
     let addr = listener.local_addr().unwrap();
@@ -157,6 +169,17 @@ async fn spawn(
         config,
         _key_dir: key_dir,
     }
+}
+
+fn credentials_path(database_url: &str) -> std::path::PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    database_url.hash(&mut hasher);
+    std::env::temp_dir().join(format!(
+        "docverify-test-credentials-{}-{:016x}",
+        std::process::id(),
+        hasher.finish()
+    ))
 }
 
 fn serve(config: auth_service::Config, listener: TcpListener) -> Served {
@@ -263,6 +286,44 @@ impl TestApp {
 
     pub async fn events(&self, token: &str, action: &str) -> Vec<AuditEvent> {
         audit_events(&self.channel, token, action).await
+    }
+
+    /// Another replica: the same database, key files, credentials file and
+    /// settings, serving on a port of its own.
+    pub async fn spawn_replica(&self) -> TestApp {
+        let config = self.config.clone();
+        let mut replica = spawn_app_with(move |c| *c = config).await;
+        replica.clock = self.clock.clone();
+        replica
+    }
+
+    /// The `client_id:secret` file of document-service's service account.
+    pub fn credentials_file(&self) -> std::path::PathBuf {
+        self.config
+            .bootstrap_service_credentials_file
+            .clone()
+            .unwrap()
+    }
+
+    /// The client id and secret of document-service's service account.
+    pub fn service_credentials(&self) -> (String, String) {
+        let text = std::fs::read_to_string(self.credentials_file()).unwrap();
+        let (id, secret) = text.trim().split_once(':').unwrap();
+        (id.to_owned(), secret.to_owned())
+    }
+
+    /// An access token of document-service's service account.
+    pub async fn service_token(&self) -> String {
+        let (client_id, client_secret) = self.service_credentials();
+        self.auth()
+            .issue_service_token(pb::IssueServiceTokenRequest {
+                client_id,
+                client_secret,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token
     }
 
     /// Stops the server (gracefully) and waits for it; the database stays.

@@ -58,6 +58,18 @@ impl TestDb {
         }
     }
 
+    /// The bytes column `query` selects, read straight from the database
+    /// (as someone with a copy of it would).
+    pub async fn bytes(&self, query: &'static str) -> Vec<Vec<u8>> {
+        if self.is_postgres() {
+            let mut c = PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(query).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(query).fetch_all(&mut c).await.unwrap()
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.cleanup, Cleanup::Postgres { .. })
     }
