@@ -1,8 +1,11 @@
 //! The users that `GetCurrentUser` answered with, so that `/me` reads no
 //! database while the revocation state is fresh. Every change to a user
-//! row that a caller can see (roles, disabled) writes a revocation fact,
-//! and every fact, from this replica or another, drops its user from here;
-//! while the state is stale the cache is not used. Bounded: emptied when
+//! row that a caller can see (roles, disabled) bumps the token generation
+//! and writes a revocation fact. An entry is kept with the generation it
+//! was read at and answers only a token of that generation, so a token
+//! minted after a change on another replica never gets the old row, even
+//! before this replica's poll has seen the fact (which drops the entry).
+//! While the state is stale the cache is not used. Bounded: emptied when
 //! full.
 
 use std::{collections::HashMap, sync::RwLock};
@@ -14,20 +17,23 @@ const CAPACITY: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct UserCache {
-    users: RwLock<HashMap<Uuid, pb::User>>,
+    users: RwLock<HashMap<Uuid, (i64, pb::User)>>,
 }
 
 impl UserCache {
-    pub(crate) fn get(&self, id: Uuid) -> Option<pb::User> {
-        self.users.read().ok()?.get(&id).cloned()
+    /// The user as read at `generation`.
+    pub(crate) fn get(&self, id: Uuid, generation: i64) -> Option<pb::User> {
+        let users = self.users.read().ok()?;
+        let (read_at, user) = users.get(&id)?;
+        (*read_at == generation).then(|| user.clone())
     }
 
-    pub(crate) fn put(&self, id: Uuid, user: pb::User) {
+    pub(crate) fn put(&self, id: Uuid, generation: i64, user: pb::User) {
         if let Ok(mut users) = self.users.write() {
             if users.len() >= CAPACITY {
                 users.clear();
             }
-            users.insert(id, user);
+            users.insert(id, (generation, user));
         }
     }
 

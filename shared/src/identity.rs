@@ -18,6 +18,8 @@ pub struct Identity {
     pub roles: Vec<Role>,
     /// The session (`sid`) of the access token; `None` for a service token.
     pub session_id: Option<Uuid>,
+    /// The token generation (`tgen`) of the access token, where known.
+    pub token_generation: Option<i64>,
     permissions: Permissions,
 }
 
@@ -29,12 +31,18 @@ impl Identity {
             email,
             roles,
             session_id: None,
+            token_generation: None,
             permissions,
         }
     }
 
     pub fn in_session(mut self, session_id: Option<Uuid>) -> Self {
         self.session_id = session_id;
+        self
+    }
+
+    pub fn of_generation(mut self, token_generation: i64) -> Self {
+        self.token_generation = Some(token_generation);
         self
     }
 

@@ -83,17 +83,22 @@ impl AuthService for AuthApi {
         // The cache is only as good as the revocation state that empties it.
         let state = &self.state;
         let fresh = state.revocations.is_fresh(state.revocation_max_staleness);
-        if fresh && let Some(user) = state.users_cache.get(me.user_id) {
+        if fresh
+            && let Some(generation) = me.token_generation
+            && let Some(user) = state.users_cache.get(me.user_id, generation)
+        {
             return Ok(Response::new(pb::GetCurrentUserResponse {
                 user: Some(user),
             }));
         }
-        let user = users::by_id(state.db.read().await?.conn(), me.user_id)
+        let row = users::by_id(state.db.read().await?.conn(), me.user_id)
             .await?
-            .ok_or(Error::not_found("user"))?
-            .to_proto();
+            .ok_or(Error::not_found("user"))?;
+        let user = row.to_proto();
         if fresh {
-            state.users_cache.put(me.user_id, user.clone());
+            state
+                .users_cache
+                .put(me.user_id, row.token_generation, user.clone());
         }
         Ok(Response::new(pb::GetCurrentUserResponse {
             user: Some(user),

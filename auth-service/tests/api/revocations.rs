@@ -451,3 +451,41 @@ async fn service_accounts_issue_rotate_and_revoke() {
         );
     }
 }
+
+/// `GetCurrentUser` answers from a cache; a role change made through
+/// another replica is never hidden by it. The old token is refused on this
+/// replica within the poll interval, and a new token (of the new
+/// generation) gets the new roles at once, even before this replica's poll
+/// has seen the change: the cache answers only tokens of the generation it
+/// read. PostgreSQL only: replicas share a database there.
+#[tokio::test]
+async fn a_change_through_another_replica_is_never_hidden_by_the_cache() {
+    let a = spawn_app().await;
+    if a.db
+        .skips_without_postgres("GetCurrentUser's cache across replicas")
+    {
+        return;
+    }
+    let b = a.spawn_replica().await;
+    let cam = a.user("cam@example.com").await;
+    assert_eq!(a.me(&cam.access_token).await.unwrap().roles, ["user"]);
+    // Cached on A now; B changes the roles.
+    let admin = b.admin().await.access_token;
+    set_roles(&b, &admin, &cam.user.unwrap().id, &["verifier"])
+        .await
+        .unwrap();
+    let fresh = b.login("cam@example.com", PASSWORD).await.unwrap();
+    assert_eq!(a.me(&fresh.access_token).await.unwrap().roles, ["verifier"]);
+    let start = std::time::Instant::now();
+    while a.me(&cam.access_token).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the old token still works on A"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "a role change through replica B reached replica A in {:?}",
+        start.elapsed()
+    );
+}

@@ -64,7 +64,9 @@ impl AccessClaims {
             .map(Uuid::parse_str)
             .transpose()
             .map_err(|_| TokenError::Claims)?;
-        Ok(Identity::new(user_id, self.email.clone(), roles).in_session(session))
+        Ok(Identity::new(user_id, self.email.clone(), roles)
+            .in_session(session)
+            .of_generation(self.tgen))
     }
 }
 
