@@ -37,8 +37,12 @@ enum Scenario {
     /// The same handler behind docverify's layers: document-service's
     /// health check (public: no token, no database).
     Health,
-    /// GetCurrentUser: token check, then the user's row.
+    /// GetCurrentUser: token check, then the user (cached while the
+    /// revocation state is fresh).
     Me,
+    /// ValidateToken: a signature check (remembered) and the revocation
+    /// state in memory.
+    Validate,
     /// GetDocument: token, policy, one indexed read.
     Get,
     /// ListDocuments: a page of 50.
@@ -93,7 +97,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,health,me,get,list,upload,review,login,storm,rss"
+        default_value = "echo,health,me,validate,get,list,upload,review,login,storm,rss"
     )]
     scenarios: Vec<Scenario>,
 
@@ -258,7 +262,14 @@ async fn measure(
             Scenario::Me => (
                 "me",
                 scenarios::me(&ctx).await?,
-                "GetCurrentUser: token check, then the user's row".to_owned(),
+                "GetCurrentUser: the token check and the user, both from memory (no database read)"
+                    .to_owned(),
+            ),
+            Scenario::Validate => (
+                "validate",
+                scenarios::validate(&ctx).await?,
+                "ValidateToken: the remembered signature check and the revocation state, no database read"
+                    .to_owned(),
             ),
             Scenario::Get => (
                 "get",

@@ -11,6 +11,7 @@ use crate::{baseline::InsertRate, load::Measured, rss::Peak};
 /// Targets from the issue (a 2-core machine, client and server on it).
 const GET_VS_ECHO: f64 = 0.50;
 const ME_VS_ECHO: f64 = 0.60;
+const VALIDATE_VS_ECHO: f64 = 0.60;
 const LOGIN_VS_ARGON2: f64 = 0.80;
 const STORM_P99_FACTOR: f64 = 3.0;
 const UPLOAD_VS_INSERTS: f64 = 0.50;
@@ -144,6 +145,7 @@ impl Report {
         vec![
             vs_echo("get", "get", GET_VS_ECHO),
             vs_echo("me", "me", ME_VS_ECHO),
+            vs_echo("validate", "validate", VALIDATE_VS_ECHO),
             Target {
                 name: "login",
                 goal: format!(

@@ -56,6 +56,8 @@ pub(crate) struct Clients {
 #[derive(Debug, Clone)]
 pub(crate) struct Seed {
     pub reader: Bearer,
+    /// The reader's access token itself, for ValidateToken.
+    pub reader_token: Arc<str>,
     pub verifier: Bearer,
     pub documents: Arc<Vec<String>>,
     pub login_emails: Arc<Vec<String>>,
@@ -93,7 +95,8 @@ pub(crate) async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, 
     let auth = pick(&clients.auth, 0);
     let admin = bearer(&login(&auth, ADMIN_EMAIL, ADMIN_PASSWORD).await?)?;
     register(&auth, "reader@bench.example").await?;
-    let reader = bearer(&login(&auth, "reader@bench.example", PASSWORD).await?)?;
+    let reader_token: Arc<str> = login(&auth, "reader@bench.example", PASSWORD).await?.into();
+    let reader = bearer(&reader_token)?;
     let verifier_id = register(&auth, "verifier@bench.example").await?;
     UserServiceClient::new(auth.clone())
         .set_user_roles(authed(
@@ -132,6 +135,7 @@ pub(crate) async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, 
     .await?;
     Ok(Seed {
         reader,
+        reader_token,
         verifier,
         documents: Arc::new(ids),
         login_emails: Arc::new(emails),
@@ -270,6 +274,26 @@ pub(crate) async fn me(ctx: &Ctx) -> Result<Measured, String> {
         let request = authed(auth_pb::GetCurrentUserRequest {}, &reader);
         async move {
             client.get_current_user(request).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `validate`: ValidateToken of the reader's token, as a remote-mode
+/// verifier calls it for every request.
+pub(crate) async fn validate(ctx: &Ctx) -> Result<Measured, String> {
+    let (channels, token) = (ctx.clients.auth.clone(), ctx.seed.reader_token.clone());
+    load::run(ctx.plan, ctx.concurrency, move |worker, _| {
+        let mut client = AuthServiceClient::new(pick(&channels, worker));
+        let request = auth_pb::ValidateTokenRequest {
+            access_token: token.to_string(),
+        };
+        async move {
+            let response = client.validate_token(request).await?.into_inner();
+            if !response.active {
+                return Err(Failure::Wrong("the reader's token is inactive".to_owned()));
+            }
             Ok(())
         }
     })

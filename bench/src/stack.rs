@@ -47,6 +47,8 @@ pub(crate) struct Stack {
     pub documents: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, Task)>,
+    /// Holds document-service's service account credentials file.
+    credentials: tempfile::TempDir,
 }
 
 impl Stack {
@@ -62,6 +64,7 @@ impl Stack {
             documents: unbound,
             stop,
             tasks: Vec::new(),
+            credentials: tempfile::tempdir().map_err(|e| e.to_string())?,
         };
         let started = stack.start_all(runtime, dbs, &stopped).await;
         if let Err(e) = started {
@@ -111,6 +114,9 @@ impl Stack {
         auth.rate_limit_refresh_token = unlimited;
         auth.rate_limit_logout = unlimited;
         auth.rate_limit_validate_token = unlimited;
+        // document-service reads the revocation feed, as in production.
+        let credentials = self.credentials.path().join("document-service.credentials");
+        auth.bootstrap_service_credentials_file = Some(credentials.clone());
         let listener = bind()?;
         self.auth = local_addr(&listener)?;
         let shutdown = until(stopped.clone());
@@ -128,6 +134,7 @@ impl Stack {
             .config;
         documents.database_url = dbs.documents_url.clone();
         documents.auth_service_url = format!("http://{}", self.auth);
+        documents.client_credentials_file = Some(credentials);
         let listener = bind()?;
         self.documents = local_addr(&listener)?;
         let shutdown = until(stopped.clone());

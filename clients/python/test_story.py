@@ -370,6 +370,8 @@ class StoryTest(unittest.TestCase):
                 "AUTH_DATABASE_URL": auth_db,
                 "BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
                 "BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                # document-service's service account, for the revocation feed.
+                "BOOTSTRAP_SERVICE_CREDENTIALS_FILE": cls.credentials_file(),
                 "RUST_LOG": "info",
             },
             r"auth-service listening addr=(\S+)",
@@ -392,6 +394,7 @@ class StoryTest(unittest.TestCase):
                 "DOCUMENT_DATABASE_URL": documents_db,
                 "AUTH_SERVICE_URL": f"http://{cls.auth_addr}",
                 "TOKEN_VALIDATION": cls.TOKEN_VALIDATION,
+                "DOCUMENT_CLIENT_CREDENTIALS_FILE": cls.credentials_file(),
                 "RUST_LOG": "info",
             },
             r"document-service listening addr=(\S+)",
@@ -411,6 +414,11 @@ class StoryTest(unittest.TestCase):
         cls.users = cls.auth_grpc.UserServiceStub(cls.auth_channel)
         cls.docs = cls.doc_grpc.DocumentServiceStub(cls.doc_channel)
         cls.audit = cls.audit_grpc.AuditServiceStub(cls.doc_channel)
+
+    @classmethod
+    def credentials_file(cls):
+        """Where auth-service writes document-service's client id and secret."""
+        return os.path.join(cls.tmp.name, "document-service.credentials")
 
     @classmethod
     def fresh_database(cls, label):
@@ -619,6 +627,20 @@ class StoryTest(unittest.TestCase):
         self.assertIn("ErrorInfo", found)
         self.assertEqual(found["ErrorInfo"].domain, "docverify")
         self.assertEqual(found["ErrorInfo"].reason, "INVALID_TOKEN")
+
+        # document-service learns it from the revocation feed (local mode) or asks
+        # auth-service (remote mode): either way the old token is refused within a second.
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                self.docs.ListDocuments(
+                    self.doc_pb2.ListDocumentsRequest(), metadata=bearer(old_token), timeout=RPC_TIMEOUT
+                )
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED, e.details())
+                break
+            self.assertLess(time.monotonic(), deadline, "document-service still accepts the old token")
+            time.sleep(0.01)
 
         # A new login carries the new roles; the old token stays refused.
         new = self.login("promoted@example.com")

@@ -15,6 +15,7 @@ use shared::{
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::log;
 use crate::state::State;
@@ -53,13 +54,23 @@ fn event(fact: &shared::revocation::Fact) -> pb::WatchRevocationsResponse {
 /// Sends the facts after `sent` to `tx` until it is closed: what the log
 /// holds up to this replica's cursor, then a heartbeat when the replica's
 /// state is fresh, then waits for the cursor to move or the next beat.
+///
+/// The caller's token was checked when the stream opened, so the stream
+/// lives no longer than a token does (ACCESS_TOKEN_TTL), and ends at once
+/// when a fact revokes the subscriber itself: it must reconnect with a
+/// token that is still good. It ends at shutdown too, so as not to hold
+/// the drain. Each ends the stream with OK, which says "reconnect from
+/// your cursor".
 async fn serve(
     state: Arc<State>,
+    subscriber: Uuid,
     mut sent: i64,
     tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
 ) {
     let mut moved = state.revocations.subscribe();
     let mut stopping = state.stopping.subscribe();
+    let lifetime = tokio::time::sleep(state.access_ttl);
+    tokio::pin!(lifetime);
     let vouch = VOUCH.max(state.revocation_poll_interval * 5);
     loop {
         let known = state.revocations.cursor();
@@ -86,6 +97,9 @@ async fn serve(
                     return;
                 }
                 sent = fact.seq;
+                if fact.principal_id == subscriber && fact.session_id.is_none() {
+                    return;
+                }
             }
         }
         if sent >= known && state.revocations.is_fresh(vouch) {
@@ -105,13 +119,9 @@ async fn serve(
             () = tokio::time::sleep(HEARTBEAT) => false,
             () = tx.closed() => return,
             _ = stopping.wait_for(|stopping| *stopping) => true,
+            () = &mut lifetime => true,
         };
         if stop {
-            let _ = tx
-                .send(Err(Status::unavailable(
-                    "auth-service is shutting down: reconnect",
-                )))
-                .await;
             return;
         }
     }
@@ -126,6 +136,7 @@ impl RevocationService for RevocationApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let subscriber = current_user(&request)?.user_id;
         let after = i64::try_from(request.get_ref().after_cursor)
             .map_err(|_| Error::invalid("after_cursor", "out of range"))?;
         let (head, oldest) = log::head(self.state.db.read().await?.conn()).await?;
@@ -133,7 +144,7 @@ impl RevocationService for RevocationApi {
             return Err(CURSOR_EXPIRED.into());
         }
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(serve(self.state.clone(), after, tx));
+        tokio::spawn(serve(self.state.clone(), subscriber, after, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

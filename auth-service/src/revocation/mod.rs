@@ -44,7 +44,7 @@ async fn poll(state: &State) -> shared::Result<()> {
         let mut conn = state.db.read().await?;
         let (_, oldest) = log::head(conn.conn()).await?;
         let cursor = state.revocations.cursor();
-        if cursor + 1 < oldest || cursor == 0 && oldest > 1 {
+        if cursor + 1 < oldest {
             // Facts we never saw were pruned (a replica cut off for longer
             // than the retention, or a first start): start from a snapshot.
             let (head, _) = log::head(conn.conn()).await?;

@@ -46,7 +46,9 @@ async fn kids(channel: &Channel) -> Vec<String> {
 /// same moment on an empty database, three rounds. Before the fix one
 /// replica exited with "an account with this email already exists" in every
 /// round, and without a bootstrap admin they often published different key
-/// sets (each generated its own). PostgreSQL only: SQLite is one process.
+/// sets (each generated its own). The service account's credentials file
+/// is written by one and read by the others, and the account is created
+/// once. PostgreSQL only: SQLite is one process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
     for round in 0..3 {
@@ -54,7 +56,14 @@ async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
         if db.skips_without_postgres("replicas started together") {
             return;
         }
-        let env = replica_env(&db);
+        // And the service account's credentials file, which none has yet.
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("document-service.credentials");
+        let mut env = replica_env(&db);
+        env.push((
+            "BOOTSTRAP_SERVICE_CREDENTIALS_FILE",
+            credentials.display().to_string(),
+        ));
         let replicas = Process::start_together(
             BIN.as_ref(),
             &[env.clone(), env.clone(), env],
@@ -84,6 +93,25 @@ async fn replicas_started_together_agree_on_the_admin_and_the_keys() {
         }
         let users = users_in(&db).await;
         assert_eq!(users, 1, "round {round}: one admin account");
+        // One service account, one secret: the one in the file, good everywhere.
+        let text = std::fs::read_to_string(&credentials).unwrap();
+        let (client_id, client_secret) = text.trim().split_once(':').unwrap();
+        assert_eq!(
+            db.bytes("SELECT secret_hash FROM service_account_secrets")
+                .await
+                .len(),
+            1,
+            "round {round}: one secret"
+        );
+        for channel in &channels {
+            AuthServiceClient::new(channel.clone())
+                .issue_service_token(pb::IssueServiceTokenRequest {
+                    client_id: client_id.to_owned(),
+                    client_secret: client_secret.to_owned(),
+                })
+                .await
+                .unwrap();
+        }
     }
 }
 

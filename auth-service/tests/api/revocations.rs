@@ -489,3 +489,78 @@ async fn a_change_through_another_replica_is_never_hidden_by_the_cache() {
         start.elapsed()
     );
 }
+
+/// A feed stream is authorised when it opens; it ends (OK: "reconnect")
+/// as soon as a fact revokes its own subscriber, and the reconnect, with
+/// the old token or a new one, is refused.
+#[tokio::test]
+async fn a_revoked_subscriber_loses_its_stream() {
+    let app = spawn_app().await;
+    let admin = app.admin().await.access_token;
+    let created = accounts(&app)
+        .create_service_account(bearer(
+            pb::CreateServiceAccountRequest {
+                name: "mirror".to_owned(),
+                roles: vec!["service".to_owned()],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let client_id = created.account.unwrap().client_id;
+    let token = app
+        .auth()
+        .issue_service_token(pb::IssueServiceTokenRequest {
+            client_id: client_id.clone(),
+            client_secret: created.client_secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let mut stream = feed(&app)
+        .watch_revocations(bearer(
+            pb::WatchRevocationsRequest { after_cursor: 0 },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Heartbeats flow...
+    stream.message().await.unwrap().unwrap();
+    accounts(&app)
+        .disable_service_account(bearer(
+            pb::DisableServiceAccountRequest {
+                client_id: client_id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    // ...until the fact that revokes the subscriber, then the end.
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(message) = stream.message().await.unwrap() {
+            if let Some(Message::Event(event)) = message.message {
+                assert_eq!(event.principal_id, client_id);
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a disabled account ended");
+    assert_error(
+        read_feed(&app, &token, 0).await,
+        Code::Unauthenticated,
+        "INVALID_TOKEN",
+    );
+    assert_error(
+        app.auth()
+            .issue_service_token(pb::IssueServiceTokenRequest {
+                client_id,
+                client_secret: created.client_secret,
+            })
+            .await,
+        Code::Unauthenticated,
+        "INVALID_CLIENT",
+    );
+}

@@ -80,6 +80,8 @@ pub struct Feed {
 enum Ended {
     /// The cursor is not kept, or the facts did not follow on: resync.
     Resync,
+    /// The server ended the stream (OK): reconnect from the cursor.
+    Reconnect,
     Failed(Status),
 }
 
@@ -124,6 +126,12 @@ impl Feed {
             let ended = self.subscribe(&mut resync).await;
             match ended {
                 Ended::Resync => resync = true,
+                Ended::Reconnect => {
+                    // Its token may be what ended it (its lifetime, or a
+                    // revocation of this account): ask for a new one.
+                    self.forget_token();
+                    backoff = Duration::from_millis(100);
+                }
                 Ended::Failed(status) => {
                     if status.code() == Code::Unauthenticated {
                         self.forget_token();
@@ -131,7 +139,13 @@ impl Feed {
                     // One line per kind of failure, not one per retry.
                     let error = format!("{:?}: {}", status.code(), status.message());
                     if last_error.as_ref() != Some(&error) {
-                        tracing::warn!(%error, "revocation feed interrupted; tokens are verified with ValidateToken once it is stale");
+                        // Before the first subscription, auth-service not being
+                        // up yet is start-up order, not an incident.
+                        if self.state.staleness().is_none() {
+                            tracing::info!(%error, "waiting for auth-service's revocation feed; tokens are verified with ValidateToken meanwhile");
+                        } else {
+                            tracing::warn!(%error, "revocation feed interrupted; tokens are verified with ValidateToken once it is stale");
+                        }
                         last_error = Some(error);
                     }
                 }
@@ -158,7 +172,7 @@ impl Feed {
             *resync = false;
         }
         match self.watch(&token).await {
-            Ok(()) => Ended::Failed(Status::unavailable("the feed ended")),
+            Ok(()) => Ended::Reconnect,
             Err(ended) => ended,
         }
     }
