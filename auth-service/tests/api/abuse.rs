@@ -94,9 +94,9 @@ async fn spraying_from_one_address_is_slowed_to_a_crawl() {
         }
     }
     let elapsed = started.elapsed();
-    eprintln!(
+    testkit::measured(format_args!(
         "spray of 200 in {elapsed:?}: {checked} password checks, {limited} rate-limited, {penalised} refused for the address"
-    );
+    ));
     // Ten failures across any emails lock the address; the bucket admits at
     // most its burst plus its rate over the time taken.
     assert_eq!(checked, 10, "the address is locked after its allowance");

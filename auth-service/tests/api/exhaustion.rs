@@ -360,9 +360,9 @@ async fn a_login_flood_leaves_other_rpcs_answering() {
         }
     }
     let busy: usize = flood.await.unwrap().into_iter().sum();
-    eprintln!(
+    testkit::measured(format_args!(
         "login flood: {busy} logins refused as busy; other RPCs: {answered} answered, {shed} shed"
-    );
+    ));
     assert!(busy > 0, "logins beyond the queue were refused at once");
     assert!(
         answered >= (answered + shed) / 2 && answered > 0,

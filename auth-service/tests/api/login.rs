@@ -273,11 +273,11 @@ async fn timing_round(app: &TestApp, round: usize, tries: usize) -> f64 {
     };
     let (k, u) = (median(&mut known), median(&mut unknown));
     let ratio = k.max(u) / k.min(u);
-    eprintln!(
+    testkit::measured(format_args!(
         "median wrong password {:.1} ms, unknown email {:.1} ms, ratio {ratio:.2}",
         k * 1e3,
         u * 1e3
-    );
+    ));
     ratio
 }
 

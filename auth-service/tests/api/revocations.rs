@@ -484,10 +484,10 @@ async fn a_change_through_another_replica_is_never_hidden_by_the_cache() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    eprintln!(
+    testkit::measured(format_args!(
         "a role change through replica B reached replica A in {:?}",
         start.elapsed()
-    );
+    ));
 }
 
 /// A feed stream is authorised when it opens; it ends (OK: "reconnect")

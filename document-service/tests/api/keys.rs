@@ -91,7 +91,9 @@ async fn fails_closed_until_keys_arrive_then_fails_safe_when_auth_is_gone() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fell_back = gone.elapsed();
-    eprintln!("auth-service gone: local verification ended after {fell_back:?} (bound {BOUND:?})");
+    testkit::measured(format_args!(
+        "auth-service gone: local verification ended after {fell_back:?} (bound {BOUND:?})"
+    ));
     assert_eq!(code, Code::Unavailable);
     // The last heartbeat came at most half a second before the stop.
     assert!(

@@ -248,7 +248,9 @@ async fn readers_that_stop_reading_are_cut_off() {
     }
     let freed_after = started.elapsed();
     assert!(fresh.is_some(), "a stalled stream's slot came back");
-    eprintln!("stalled downloads freed after {freed_after:?} (idle timeout 500 ms)");
+    testkit::measured(format_args!(
+        "stalled downloads freed after {freed_after:?} (idle timeout 500 ms)"
+    ));
     // A stalled reader that reads again learns why it was cut off.
     let mut stream = stalled.into_iter().next().unwrap().into_inner();
     let ended = loop {

@@ -216,11 +216,11 @@ async fn every_revocation_reaches_every_replica_within_a_second() {
     } else {
         "SQLite"
     };
-    eprintln!(
+    testkit::measured(format_args!(
         "revocation reached {} document-service replicas ({database}): {} samples, p50 {p50:?}, p99 {p99:?}, max {max:?}",
         replicas.len(),
         delays.len()
-    );
+    ));
     assert!(p99 < BOUND, "p99 {p99:?} over the {BOUND:?} bound");
 }
 
@@ -280,9 +280,9 @@ async fn a_restarted_auth_service_resumes_the_feed_without_losing_a_fact() {
     let refused = refused_after(&stack.docs, &late.access_token, start, BOUND * 10)
         .await
         .expect("the fact after the restart arrived");
-    eprintln!(
+    testkit::measured(format_args!(
         "after a restart of auth-service, a revocation reached document-service in {refused:?}"
-    );
+    ));
     // Through the resumed feed (tens of milliseconds here), not through the
     // fallback once the state went stale (2 s after the last heartbeat):
     // the old server ended its streams at shutdown, so the feed reconnected

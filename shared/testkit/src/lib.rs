@@ -22,3 +22,11 @@ pub use db::{POSTGRES_ENV, TestDb};
 pub use grpc::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
 pub use process::Process;
 pub use served::{Served, audit_events};
+
+/// Prints a measured figure where the test run's output shows it, passing
+/// tests included (straight to stderr: the harness captures only
+/// `eprintln!`), so that CI's log carries every figure a test asserts on.
+pub fn measured(figure: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "MEASURED: {figure}");
+}
