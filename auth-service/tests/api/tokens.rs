@@ -332,3 +332,81 @@ async fn tokens_survive_a_restart_with_a_generated_key() {
         "pia@example.com"
     );
 }
+
+/// Tokens at the edges of what is allowed are accepted: about to expire,
+/// expired but within the 30 s of skew, valid from (or issued) 30 s in the
+/// future, and large but under 8 KiB; one second further, each is refused.
+#[tokio::test]
+async fn tokens_at_the_edges_are_accepted() {
+    let app = spawn_app().await;
+    let user = app.register("edge@example.com").await;
+    let good = claims(&app, &user.id);
+    let at = now(&app);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        sign(&app.key.key, &header(&app.key.kid), &c)
+    };
+    let cases = [
+        ("about to expire", with(&|c| c["exp"] = json!(at + 1))),
+        (
+            "expired within the skew",
+            with(&|c| c["exp"] = json!(at - 29)),
+        ),
+        (
+            "valid from the skew's end",
+            with(&|c| c["nbf"] = json!(at + 30)),
+        ),
+        (
+            "issued at the skew's end",
+            with(&|c| c["iat"] = json!(at + 30)),
+        ),
+        ("7 KiB", with(&|c| c["pad"] = json!("p".repeat(5000)))),
+    ];
+    // Exactly 8 KiB, the largest allowed: the padding found by trying.
+    let exactly = (5000..6500)
+        .map(|n| with(&|c| c["pad"] = json!("p".repeat(n))))
+        .find(|t| t.len() == 8 * 1024)
+        .expect("some padding makes the token 8192 bytes");
+    let cases = cases.into_iter().chain([("exactly 8 KiB", exactly)]);
+    for (what, token) in cases {
+        assert!(token.len() <= 8 * 1024, "{what}");
+        let me = app.me(&token).await;
+        assert_eq!(me.map(|u| u.id).ok(), Some(user.id.clone()), "{what}");
+    }
+    // One second further each is refused (the service's clock stands still).
+    for (what, token) in [
+        (
+            "expired at the skew's end",
+            with(&|c| c["exp"] = json!(at - 30)),
+        ),
+        (
+            "valid from past the skew",
+            with(&|c| c["nbf"] = json!(at + 31)),
+        ),
+        ("issued past the skew", with(&|c| c["iat"] = json!(at + 31))),
+    ] {
+        let refused = app.me(&token).await.expect_err(what);
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}");
+    }
+}
+
+/// A token remembered as verified expires at the same instant as one seen
+/// for the first time: at `exp` plus the 30 s of skew, to the second.
+#[tokio::test]
+async fn a_remembered_token_expires_like_any_other() {
+    let app = spawn_app().await;
+    let user = app.register("cached@example.com").await;
+    let at = now(&app);
+    let mut c = claims(&app, &user.id);
+    c["exp"] = json!(at + 10);
+    let token = sign(&app.key.key, &header(&app.key.kid), &c);
+    app.me(&token).await.unwrap();
+    app.clock.advance(std::time::Duration::from_secs(39));
+    app.me(&token)
+        .await
+        .expect("29 s past exp: within the skew");
+    app.clock.advance(std::time::Duration::from_secs(1));
+    let refused = app.me(&token).await.expect_err("30 s past exp");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}

@@ -256,4 +256,49 @@ mod tests {
         assert!(!state.is_fresh(Duration::ZERO));
         assert_eq!(state.check(ann, 0, Some(session)), Ok(()));
     }
+
+    #[test]
+    fn streams_waiting_on_the_cursor_are_woken_only_when_it_moves() {
+        let state = Revocations::default();
+        let mut moved = state.subscribe();
+        state.extend(&[]).unwrap();
+        assert!(!moved.has_changed().unwrap(), "no new fact, no wake-up");
+        state.extend(&[fact(1, Uuid::now_v7(), 1, true)]).unwrap();
+        assert!(moved.has_changed().unwrap());
+        assert_eq!(*moved.borrow_and_update(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything_and_sets_the_cursor() {
+        let state = Revocations::default();
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        state.extend(&[fact(1, bob, 1, true)]).unwrap();
+        state.replace(&[fact(5, ann, 2, true)], 7);
+        assert_eq!(state.cursor(), 7);
+        assert_eq!(state.check(ann, 2, None), Err(TokenError::Revoked));
+        assert_eq!(state.check(bob, 0, None), Ok(()), "what was before is gone");
+        assert!(
+            !state.is_fresh(Duration::from_secs(60)),
+            "fresh only once confirmed"
+        );
+        assert_eq!(state.extend(&[fact(7, ann, 3, false)]), Err(Gap));
+        state.extend(&[fact(8, ann, 3, false)]).unwrap();
+    }
+
+    #[test]
+    fn pruning_keeps_the_facts_from_the_oldest_cursor_on() {
+        let state = Revocations::default();
+        let (old, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        state
+            .extend(&[fact(1, old, 1, true), fact(2, kept, 1, true)])
+            .unwrap();
+        state.confirm(2, 2).unwrap();
+        assert_eq!(state.oldest(), 2);
+        assert_eq!(
+            state.check(old, 0, None),
+            Ok(()),
+            "pruned: its tokens expired"
+        );
+        assert_eq!(state.check(kept, 0, None), Err(TokenError::Revoked));
+    }
 }
