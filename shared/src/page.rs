@@ -136,3 +136,49 @@ impl PageTokens {
         Ok(Some(cursor.to_vec()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(tokens: &PageTokens, token: &str) -> bool {
+        matches!(tokens.open("scope", token), Err(Error::InvalidArgument(_)))
+    }
+
+    #[test]
+    fn a_sealed_cursor_opens_only_untouched_and_in_its_scope() {
+        let tokens = PageTokens::new(b"key");
+        let token = tokens.seal("scope", b"cursor");
+        assert_eq!(
+            tokens.open("scope", &token).unwrap(),
+            Some(b"cursor".to_vec())
+        );
+        assert!(matches!(
+            tokens.open("other", &token),
+            Err(Error::InvalidArgument(_))
+        ));
+        // Two MAC bytes changed by the same bits: a comparison that let
+        // differences cancel out would take it.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        bytes[n - 2] ^= 1;
+        assert!(refused(&tokens, &URL_SAFE_NO_PAD.encode(&bytes)));
+    }
+
+    #[test]
+    fn short_long_and_undecodable_tokens_are_refused_not_panics() {
+        let tokens = PageTokens::new(b"key");
+        // 3 and 15 bytes: shorter than a MAC.
+        for short in ["AAAA", "AAAAAAAAAAAAAAAAAAAA"] {
+            assert!(refused(&tokens, short), "{short:?}");
+        }
+        assert!(refused(&tokens, &"A".repeat(MAX_TOKEN_CHARS + 1)));
+        assert!(refused(&tokens, "not base64!"));
+        assert_eq!(
+            tokens.open("scope", "").unwrap(),
+            None,
+            "empty: the first page"
+        );
+    }
+}
