@@ -466,6 +466,36 @@ mod tests {
     }
 
     #[test]
+    fn roles_held_together_grant_every_permission_of_each() {
+        use Permission::*;
+        // Overlapping roles: a union that let shared bits cancel would take
+        // the shared permissions away.
+        let both = Permissions::of_roles(&[Role::User, Role::Verifier]);
+        assert!(both.contains(DocumentsCreate) && both.contains(DocumentsReview));
+        let both = Permissions::of_roles(&[Role::Verifier, Role::Auditor]);
+        assert!(both.contains(DocumentsReadAny) && both.contains(AuditRead));
+        assert_eq!(
+            Permissions::of(&[UsersRead, UsersRead]),
+            Permissions::of(&[UsersRead])
+        );
+    }
+
+    #[test]
+    fn permission_names_are_distinct_resource_actions() {
+        let mut seen = std::collections::HashSet::new();
+        for p in Permission::ALL {
+            let name = p.as_str();
+            assert!(seen.insert(name), "{name} twice");
+            let (resource, action) = name.split_once(':').expect("resource:action");
+            assert!(
+                [resource, action].iter().all(|part| !part.is_empty()
+                    && part.chars().all(|c| c.is_ascii_lowercase() || c == '_')),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn streaming_methods_are_known_as_such() {
         let streams = |path: &str| method(path).map(|m| m.streaming);
         assert_eq!(streams("/grpc.health.v1.Health/Watch"), Some(true));
