@@ -25,6 +25,7 @@ use shared::{
 use shared::revocation::Kind;
 
 use crate::{
+    api,
     config::Config,
     fields::{Email, NewPassword},
     revocation::{self, log::NewFact},
@@ -224,43 +225,19 @@ pub(crate) async fn bootstrap_service_account(state: &State, config: &Config) ->
     let (ctx, system) = system();
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let created = service_accounts::insert_if_absent(
-        tx.conn(),
-        client_id,
-        SERVICE_ACCOUNT_NAME,
-        &[Role::Service],
-        now,
-    )
-    .await?;
-    if created {
-        let event = Event::new(
-            Action::ServiceAccountCreated,
-            system.clone(),
-            "service_account",
-            client_id,
-        )
-        .details(json!({ "name": SERVICE_ACCOUNT_NAME, "roles": ["service"] }));
-        audit::append(&mut tx, &ctx, now, event).await?;
-    }
-    let added = service_accounts::add_secret(tx.conn(), client_id, secret.expose_secret(), now)
+    let account = (client_id, SERVICE_ACCOUNT_NAME, &[Role::Service][..]);
+    api::service_accounts::create(&mut tx, &ctx, &system, account, now)
         .await
-        .map_err(|e| {
-            Error::internal(format!(
-                "BOOTSTRAP_SERVICE_CREDENTIALS_FILE {}: cannot add its secret to service account {client_id}                  (is the name {SERVICE_ACCOUNT_NAME} taken by another account?): {e}",
+        .map_err(|e| match e {
+            Error::AlreadyExists { .. } => Error::internal(format!(
+                "BOOTSTRAP_SERVICE_CREDENTIALS_FILE {}: another service account is named \
+                 {SERVICE_ACCOUNT_NAME}; its client id is not the one in this file",
                 path.display()
-            ))
+            )),
+            e => e,
         })?;
-    if let Some(secret_id) = added {
-        service_accounts::keep_newest_secrets(tx.conn(), client_id, now).await?;
-        let event = Event::new(
-            Action::ServiceAccountSecretAdded,
-            system,
-            "service_account",
-            client_id,
-        )
-        .details(json!({ "secret_id": secret_id.to_string(), "bootstrap": true }));
-        audit::append(&mut tx, &ctx, now, event).await?;
-    }
+    let secret = secret.expose_secret();
+    api::service_accounts::add_secret(&mut tx, &ctx, &system, client_id, secret, now).await?;
     tx.commit().await?;
     tracing::info!(%client_id, file = %path.display(), "service account for document-service ready");
     Ok(())
@@ -288,7 +265,8 @@ fn credentials_file(path: &std::path::Path) -> Result<(uuid::Uuid, SecretString)
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| setting(&e))?;
         }
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        // Random, not the pid: replicas in containers all run as pid 1.
+        let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::now_v7()));
         write_private(&temporary, &text).map_err(|e| setting(&e))?;
         let linked = std::fs::hard_link(&temporary, path);
         let _ = std::fs::remove_file(&temporary);

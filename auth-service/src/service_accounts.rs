@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use shared::{
     Error, Reason, Result,
     audit::Actor,
-    db::{Conn, OnConstraint, Timestamp, Unique},
+    db::{Conn, Timestamp},
     on_dialect,
     policy::Role,
     proto::auth::v1 as pb,
@@ -95,57 +95,40 @@ fn digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-const NAME_KEY: Unique = Unique {
-    name: "service_accounts_name_key",
-    columns: "service_accounts.name",
-};
-
-/// Inserts an account; a taken name is ALREADY_EXISTS.
+/// Inserts the account `id`; `None` when it exists already (replicas
+/// bootstrapping at once), ALREADY_EXISTS when another account has `name`.
+/// One statement decides; the look-up after it only tells which conflict
+/// it was, and sees the committed row it waited for.
 pub(crate) async fn insert(
-    c: Conn<'_>,
+    mut c: Conn<'_>,
     id: Uuid,
     name: &str,
     roles: &[Role],
     now: Timestamp,
-) -> Result<Account> {
+) -> Result<Option<Account>> {
     let sql = concat!(
         "INSERT INTO service_accounts (id, name, roles, disabled, token_generation, created_at, updated_at) \
-         VALUES ($1, $2, $3, FALSE, 0, $4, $4) RETURNING ",
+         VALUES ($1, $2, $3, FALSE, 0, $4, $4) ON CONFLICT DO NOTHING RETURNING ",
         columns!()
     );
-    let result = on_dialect!(c, c => sqlx::query_as::<_, Account>(sql)
+    let inserted = on_dialect!(c.reborrow(), c => sqlx::query_as::<_, Account>(sql)
         .bind(id)
         .bind(name)
         .bind(crate::users::names(roles))
         .bind(now)
-        .fetch_one(c)
-        .await);
-    result.on_constraint(NAME_KEY, || Error::AlreadyExists {
-        reason: Reason::ServiceAccountNameTaken,
-        message: "a service account with this name already exists",
-    })
-}
-
-/// Inserts the account unless one with its id or name exists (replicas
-/// bootstrapping at once); whether this call created it.
-pub(crate) async fn insert_if_absent(
-    c: Conn<'_>,
-    id: Uuid,
-    name: &str,
-    roles: &[Role],
-    now: Timestamp,
-) -> Result<bool> {
-    let sql = "INSERT INTO service_accounts (id, name, roles, disabled, token_generation, created_at, updated_at) \
-               VALUES ($1, $2, $3, FALSE, 0, $4, $4) ON CONFLICT DO NOTHING";
-    Ok(on_dialect!(c, c => sqlx::query(sql)
-        .bind(id)
-        .bind(name)
-        .bind(crate::users::names(roles))
-        .bind(now)
-        .execute(c)
-        .await?
-        .rows_affected())
-        == 1)
+        .fetch_optional(c)
+        .await?);
+    if inserted.is_some() {
+        return Ok(inserted);
+    }
+    match lock(c, id).await {
+        Ok(_) => Ok(None),
+        Err(Error::NotFound { .. }) => Err(Error::AlreadyExists {
+            reason: Reason::ServiceAccountNameTaken,
+            message: "a service account with this name already exists",
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Adds `secret` to the account unless it is there already; whether added.

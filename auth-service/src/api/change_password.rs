@@ -95,7 +95,9 @@ pub(super) async fn change_password(
         changed.token_generation,
         changed.disabled,
     );
-    let revoked = refresh::revoke_user(tx.conn(), user.id, now).await?;
+    let revoked = refresh::revoke_user(tx.conn(), user.id, None, now)
+        .await?
+        .tokens;
     let fact = revocation::log::append(&mut tx, fact, now).await?;
     throttle::reset(&mut tx, ctx, email.as_str(), now).await?;
     let event = Event::new(Action::PasswordChanged, Actor::from(&user), "user", user.id)

@@ -9,6 +9,7 @@ use serde_json::json;
 use shared::{
     Error, Reason, Result,
     audit::{self, Action, Actor, Event},
+    db::{Timestamp, Tx},
     identity::{RequestContext, current_user, request_context},
     page::PageSize,
     policy::Role,
@@ -66,34 +67,63 @@ const BAD_CLIENT: Error = Error::Unauthenticated {
     message: "client id or secret is invalid, or the service account is disabled",
 };
 
-/// Creates a service account with `secret` as its first secret, inside the
-/// caller's transaction.
+/// Creates the account `id` inside the caller's transaction, audited;
+/// `None` when it exists already.
 pub(crate) async fn create(
-    tx: &mut shared::db::Tx,
+    tx: &mut Tx,
     ctx: &RequestContext,
-    actor: Actor,
-    account: (Uuid, &str, &[Role]),
-    secret: &str,
-    now: shared::db::Timestamp,
-) -> Result<Account> {
-    let (id, name, roles) = account;
-    let created = accounts::insert(tx.conn(), id, name, roles, now).await?;
-    accounts::add_secret(tx.conn(), id, secret, now).await?;
-    let event = Event::new(Action::ServiceAccountCreated, actor, "service_account", id)
-        .details(json!({ "name": name, "roles": created.role_names() }));
+    actor: &Actor,
+    (id, name, roles): (Uuid, &str, &[Role]),
+    now: Timestamp,
+) -> Result<Option<Account>> {
+    let Some(created) = accounts::insert(tx.conn(), id, name, roles, now).await? else {
+        return Ok(None);
+    };
+    let event = Event::new(
+        Action::ServiceAccountCreated,
+        actor.clone(),
+        "service_account",
+        id,
+    )
+    .details(json!({ "name": name, "roles": created.role_names() }));
     audit::append(tx, ctx, now, event).await?;
-    Ok(created)
+    Ok(Some(created))
+}
+
+/// Adds `secret` to the account `id` unless it has it already, and keeps
+/// only the newest two valid, audited; the new secret's id when added. The
+/// caller holds the account's row lock where two additions could race.
+pub(crate) async fn add_secret(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    actor: &Actor,
+    id: Uuid,
+    secret: &str,
+    now: Timestamp,
+) -> Result<Option<Uuid>> {
+    let Some(secret_id) = accounts::add_secret(tx.conn(), id, secret, now).await? else {
+        return Ok(None);
+    };
+    let retired = accounts::keep_newest_secrets(tx.conn(), id, now).await?;
+    let event = Event::new(
+        Action::ServiceAccountSecretAdded,
+        actor.clone(),
+        "service_account",
+        id,
+    )
+    .details(json!({ "secret_id": secret_id.to_string(), "retired_secrets": retired }));
+    audit::append(tx, ctx, now, event).await?;
+    Ok(Some(secret_id))
 }
 
 /// Revokes the account's tokens (and disables it when asked), with the
 /// fact and audit event, inside the caller's transaction.
 async fn revoke_tokens(
-    state: &State,
-    tx: &mut shared::db::Tx,
+    tx: &mut Tx,
     account: Uuid,
     disable: bool,
+    now: Timestamp,
 ) -> Result<(Account, shared::revocation::Fact)> {
-    let now = state.clock.now();
     let after = accounts::revoke_tokens(tx.conn(), account, disable, now).await?;
     let fact = NewFact::principal(
         Kind::ServiceAccountRevoked,
@@ -130,15 +160,12 @@ impl ServiceAccountService for ServiceAccountsApi {
         let secret = accounts::generate_secret()?;
         let now = self.state.clock.now();
         let mut tx = self.state.db.begin().await?;
-        let account = create(
-            &mut tx,
-            &ctx,
-            Actor::from(me),
-            (Uuid::now_v7(), &name, &roles),
-            &secret,
-            now,
-        )
-        .await?;
+        let actor = Actor::from(me);
+        let id = Uuid::now_v7();
+        let account = create(&mut tx, &ctx, &actor, (id, &name, &roles), now)
+            .await?
+            .ok_or_else(|| Error::internal("a fresh service account id was taken"))?;
+        add_secret(&mut tx, &ctx, &actor, id, &secret, now).await?;
         tx.commit().await?;
         Ok(Response::new(pb::CreateServiceAccountResponse {
             account: Some(self.respond(&account).await?),
@@ -185,19 +212,7 @@ impl ServiceAccountService for ServiceAccountsApi {
         let mut tx = self.state.db.begin().await?;
         // Locked: two rotations at once keep two secrets, not three.
         let account = accounts::lock(tx.conn(), id).await?;
-        let secret_id = accounts::add_secret(tx.conn(), id, &secret, now).await?;
-        let retired = accounts::keep_newest_secrets(tx.conn(), id, now).await?;
-        let event = Event::new(
-            Action::ServiceAccountSecretAdded,
-            Actor::from(me),
-            "service_account",
-            id,
-        )
-        .details(json!({
-            "secret_id": secret_id.map(|s| s.to_string()),
-            "retired_secrets": retired,
-        }));
-        audit::append(&mut tx, &ctx, now, event).await?;
+        add_secret(&mut tx, &ctx, &Actor::from(me), id, &secret, now).await?;
         tx.commit().await?;
         Ok(Response::new(pb::RotateServiceAccountSecretResponse {
             account: Some(self.respond(&account).await?),
@@ -224,7 +239,7 @@ impl ServiceAccountService for ServiceAccountsApi {
         if !accounts::revoke_secret(tx.conn(), id, secret_id, now).await? {
             return Err(Error::not_found("secret").into());
         }
-        let (account, fact) = revoke_tokens(&self.state, &mut tx, id, false).await?;
+        let (account, fact) = revoke_tokens(&mut tx, id, false, now).await?;
         let event = Event::new(
             Action::ServiceAccountSecretRevoked,
             Actor::from(me),
@@ -251,7 +266,7 @@ impl ServiceAccountService for ServiceAccountsApi {
         let now = self.state.clock.now();
         let mut tx = self.state.db.begin().await?;
         accounts::lock(tx.conn(), id).await?;
-        let (account, fact) = revoke_tokens(&self.state, &mut tx, id, true).await?;
+        let (account, fact) = revoke_tokens(&mut tx, id, true, now).await?;
         let event = Event::new(
             Action::ServiceAccountDisabled,
             Actor::from(me),

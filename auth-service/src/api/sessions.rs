@@ -103,7 +103,9 @@ pub(super) async fn revoke_all(
             None
         }
     };
-    let revoked = refresh::revoke_families_except(tx.conn(), user, keep, now).await?;
+    let revoked = refresh::revoke_user(tx.conn(), user, keep, now)
+        .await?
+        .sessions;
     let mut facts = Vec::new();
     match ended {
         Some(u) => facts.push(

@@ -120,7 +120,7 @@ impl UsersApi {
             Kind::UserEnabled
         };
         let (action, details) = if disabled {
-            let revoked = refresh::revoke_user(tx.conn(), id, now).await?;
+            let revoked = refresh::revoke_user(tx.conn(), id, None, now).await?.tokens;
             (
                 Action::UserDisabled,
                 json!({ "revoked_refresh_tokens": revoked }),

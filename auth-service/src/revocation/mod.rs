@@ -42,12 +42,11 @@ impl State {
 async fn poll(state: &State) -> shared::Result<()> {
     loop {
         let mut conn = state.db.read().await?;
-        let (_, oldest) = log::head(conn.conn()).await?;
+        let (head, oldest) = log::head(conn.conn()).await?;
         let cursor = state.revocations.cursor();
         if cursor + 1 < oldest {
             // Facts we never saw were pruned (a replica cut off for longer
             // than the retention, or a first start): start from a snapshot.
-            let (head, _) = log::head(conn.conn()).await?;
             let facts = log::snapshot(conn.conn(), 0, head, u32::MAX).await?;
             state.revocations.replace(&facts, head);
             state.users_cache.clear();

@@ -126,29 +126,6 @@ pub(crate) async fn live_families(
         .await?))
 }
 
-/// Revokes the user's live families other than `keep`, with their tokens;
-/// the ids of those revoked. Each family's row lock is taken by the update.
-#[tracing::instrument(level = "debug", skip(c))]
-pub(crate) async fn revoke_families_except(
-    mut c: Conn<'_>,
-    user_id: Uuid,
-    keep: Option<Uuid>,
-    now: Timestamp,
-) -> Result<Vec<Uuid>> {
-    let families = "UPDATE refresh_families SET revoked_at = $2 \
-                    WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3) RETURNING id";
-    let ids: Vec<Uuid> = on_dialect!(c.reborrow(), c => sqlx::query_scalar(families)
-        .bind(user_id)
-        .bind(now)
-        .bind(keep)
-        .fetch_all(c)
-        .await?);
-    let tokens = "UPDATE refresh_tokens SET revoked_at = $2 \
-                  WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR family_id <> $3)";
-    on_dialect!(c, c => sqlx::query(tokens).bind(user_id).bind(now).bind(keep).execute(c).await.map(|_| ()))?;
-    Ok(ids)
-}
-
 /// Revokes the family `family_id` if it is the user's and live; whether it was.
 #[tracing::instrument(level = "debug", skip(c))]
 pub(crate) async fn revoke_users_family(
@@ -325,16 +302,41 @@ pub(crate) async fn revoke_family(mut c: Conn<'_>, family_id: Uuid, now: Timesta
     )
 }
 
-/// Revokes every family of a user (with the session epoch the caller bumped,
-/// families created concurrently are dead too); the number of tokens revoked.
+/// What revoking a user's sessions ended.
+#[derive(Debug)]
+pub(crate) struct Revoked {
+    /// The families (sessions) revoked.
+    pub sessions: Vec<Uuid>,
+    /// Their refresh tokens that were still live.
+    pub tokens: u64,
+}
+
+/// Revokes every family of a user but `keep`, with their tokens. With the
+/// session epoch the caller bumped (no `keep`), families created
+/// concurrently are dead too. Each family's row lock is taken by the update.
 #[tracing::instrument(level = "debug", skip(c))]
-pub(crate) async fn revoke_user(mut c: Conn<'_>, user_id: Uuid, now: Timestamp) -> Result<u64> {
-    let families =
-        "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
-    let tokens =
-        "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
-    on_dialect!(c.reborrow(), c => sqlx::query(families).bind(user_id).bind(now).execute(c).await.map(|_| ())?);
-    Ok(
-        on_dialect!(c, c => sqlx::query(tokens).bind(user_id).bind(now).execute(c).await?.rows_affected()),
-    )
+pub(crate) async fn revoke_user(
+    mut c: Conn<'_>,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: Timestamp,
+) -> Result<Revoked> {
+    let families = "UPDATE refresh_families SET revoked_at = $2 \
+                    WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3) RETURNING id";
+    let sessions: Vec<Uuid> = on_dialect!(c.reborrow(), c => sqlx::query_scalar(families)
+        .bind(user_id)
+        .bind(now)
+        .bind(keep)
+        .fetch_all(c)
+        .await?);
+    let tokens = "UPDATE refresh_tokens SET revoked_at = $2 \
+                  WHERE user_id = $1 AND revoked_at IS NULL AND ($3 IS NULL OR family_id <> $3)";
+    let tokens = on_dialect!(c, c => sqlx::query(tokens)
+        .bind(user_id)
+        .bind(now)
+        .bind(keep)
+        .execute(c)
+        .await?
+        .rows_affected());
+    Ok(Revoked { sessions, tokens })
 }

@@ -43,12 +43,7 @@ pub(crate) async fn check(state: &State, token: &str) -> Result<AccessClaims> {
         }
     };
     let principal = Uuid::parse_str(&claims.sub).map_err(|_| INVALID_TOKEN)?;
-    let session = claims
-        .sid
-        .as_deref()
-        .map(Uuid::parse_str)
-        .transpose()
-        .map_err(|_| INVALID_TOKEN)?;
+    let session = claims.session_id()?;
     if state.revocations.is_fresh(state.revocation_max_staleness) {
         state.revocations.check(principal, claims.tgen, session)?;
         return Ok(claims);

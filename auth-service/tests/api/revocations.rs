@@ -21,11 +21,14 @@ fn accounts(app: &TestApp) -> ServiceAccountServiceClient<Channel> {
     ServiceAccountServiceClient::new(app.channel.clone())
 }
 
-/// The facts after `after` until the first heartbeat, and that heartbeat.
+/// The facts after `after` until the first heartbeat that vouches for
+/// `until` or later, and that heartbeat. An earlier heartbeat is right too
+/// (the replica had not read the newest facts yet), so it is read past.
 async fn read_feed(
     app: &TestApp,
     token: &str,
     after: u64,
+    until: u64,
 ) -> Result<(Vec<pb::RevocationEvent>, pb::RevocationHeartbeat), tonic::Status> {
     let mut stream = feed(app)
         .watch_revocations(bearer(
@@ -44,7 +47,8 @@ async fn read_feed(
             .expect("the feed does not end");
         match message.message.unwrap() {
             Message::Event(event) => events.push(event),
-            Message::Heartbeat(beat) => return Ok((events, beat)),
+            Message::Heartbeat(beat) if beat.cursor >= until => return Ok((events, beat)),
+            Message::Heartbeat(_) => {}
         }
     }
 }
@@ -94,7 +98,7 @@ async fn the_feed_serves_facts_in_order_then_heartbeats() {
         .await
         .unwrap();
 
-    let (events, beat) = read_feed(&app, &service, 0).await.unwrap();
+    let (events, beat) = read_feed(&app, &service, 0, 3).await.unwrap();
     let cursors: Vec<u64> = events.iter().map(|e| e.cursor).collect();
     assert_eq!(cursors, [1, 2, 3]);
     let kinds: Vec<pb::RevocationKind> = events.iter().map(|e| e.kind()).collect();
@@ -113,13 +117,13 @@ async fn the_feed_serves_facts_in_order_then_heartbeats() {
     assert_eq!((beat.cursor, beat.oldest_cursor), (3, 1));
 
     // From the middle: only what follows.
-    let (events, beat) = read_feed(&app, &service, 2).await.unwrap();
+    let (events, beat) = read_feed(&app, &service, 2, 3).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(beat.cursor, 3);
 
     // A cursor never issued is refused; the subscriber must resync.
     assert_error(
-        read_feed(&app, &service, 99).await,
+        read_feed(&app, &service, 99, 0).await,
         Code::FailedPrecondition,
         "REVOCATION_CURSOR_EXPIRED",
     );
@@ -151,7 +155,7 @@ async fn the_feed_serves_facts_in_order_then_heartbeats() {
 
     // People cannot read the feed, admins included.
     assert_error(
-        read_feed(&app, &admin, 0).await,
+        read_feed(&app, &admin, 0, 0).await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
@@ -175,7 +179,7 @@ async fn pruned_facts_make_old_cursors_resync() {
     app.restart().await;
     let service = app.service_token().await;
     assert_error(
-        read_feed(&app, &service, 0).await,
+        read_feed(&app, &service, 0, 0).await,
         Code::FailedPrecondition,
         "REVOCATION_CURSOR_EXPIRED",
     );
@@ -185,7 +189,7 @@ async fn pruned_facts_make_old_cursors_resync() {
         .unwrap()
         .into_inner();
     assert_eq!((snapshot.events.len(), snapshot.cursor), (0, 2));
-    let (events, beat) = read_feed(&app, &service, snapshot.cursor).await.unwrap();
+    let (events, beat) = read_feed(&app, &service, snapshot.cursor, 2).await.unwrap();
     assert!(events.is_empty());
     assert_eq!((beat.cursor, beat.oldest_cursor), (2, 3));
     // A retention shorter than a token's life is refused at start.
@@ -259,7 +263,7 @@ async fn cursors_are_gapless_under_concurrent_changes() {
         result.unwrap();
     }
     let service = a.service_token().await;
-    let (events, beat) = read_feed(&a, &service, 0).await.unwrap();
+    let (events, beat) = read_feed(&a, &service, 0, 2 * USERS as u64).await.unwrap();
     let cursors: Vec<u64> = events.iter().map(|e| e.cursor).collect();
     let expected: Vec<u64> = (1..=2 * USERS as u64).collect();
     assert_eq!(cursors, expected);
@@ -337,7 +341,7 @@ async fn service_accounts_issue_rotate_and_revoke() {
     assert_eq!(seen.email, "service:indexer");
     assert_eq!(seen.session_id, "");
     // Its roles work: the feed, and the auditor's reads.
-    read_feed(&app, &token.access_token, 0).await.unwrap();
+    read_feed(&app, &token.access_token, 0, 0).await.unwrap();
     app.users()
         .list_users(bearer(pb::ListUsersRequest::default(), &token.access_token))
         .await
@@ -453,14 +457,19 @@ async fn service_accounts_issue_rotate_and_revoke() {
 }
 
 /// `GetCurrentUser` answers from a cache; a role change made through
-/// another replica is never hidden by it. The old token is refused on this
-/// replica within the poll interval, and a new token (of the new
-/// generation) gets the new roles at once, even before this replica's poll
-/// has seen the change: the cache answers only tokens of the generation it
-/// read. PostgreSQL only: replicas share a database there.
+/// another replica is never hidden by it, even while this replica has not
+/// read the change from the log: a token of the new generation is not
+/// answered from an entry read at the old one. Replica A here never polls
+/// again after its start (and trusts that for an hour), so only the
+/// generation can tell it; with the cache keyed by user alone, A answered
+/// the old roles (tried). PostgreSQL only: replicas share a database there.
 #[tokio::test]
 async fn a_change_through_another_replica_is_never_hidden_by_the_cache() {
-    let a = spawn_app().await;
+    let a = spawn_app_with(|c| {
+        c.revocation_poll_interval = Duration::from_secs(3600);
+        c.revocation_max_staleness = Duration::from_secs(3600);
+    })
+    .await;
     if a.db
         .skips_without_postgres("GetCurrentUser's cache across replicas")
     {
@@ -469,25 +478,13 @@ async fn a_change_through_another_replica_is_never_hidden_by_the_cache() {
     let b = a.spawn_replica().await;
     let cam = a.user("cam@example.com").await;
     assert_eq!(a.me(&cam.access_token).await.unwrap().roles, ["user"]);
-    // Cached on A now; B changes the roles.
+    // Cached on A now; B changes the roles, and A is not told.
     let admin = b.admin().await.access_token;
     set_roles(&b, &admin, &cam.user.unwrap().id, &["verifier"])
         .await
         .unwrap();
     let fresh = b.login("cam@example.com", PASSWORD).await.unwrap();
     assert_eq!(a.me(&fresh.access_token).await.unwrap().roles, ["verifier"]);
-    let start = std::time::Instant::now();
-    while a.me(&cam.access_token).await.is_ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "the old token still works on A"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    testkit::measured(format_args!(
-        "a role change through replica B reached replica A in {:?}",
-        start.elapsed()
-    ));
 }
 
 /// A feed stream is authorised when it opens; it ends (OK: "reconnect")
@@ -549,7 +546,7 @@ async fn a_revoked_subscriber_loses_its_stream() {
     .await;
     assert!(ended.is_ok(), "the stream of a disabled account ended");
     assert_error(
-        read_feed(&app, &token, 0).await,
+        read_feed(&app, &token, 0, 0).await,
         Code::Unauthenticated,
         "INVALID_TOKEN",
     );

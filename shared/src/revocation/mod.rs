@@ -23,53 +23,30 @@ use crate::{db::Timestamp, proto::auth::v1 as pb};
 pub use feed::{Credentials, Feed};
 pub use state::Revocations;
 
-/// What a fact says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    UserDisabled,
-    UserEnabled,
-    PasswordChanged,
-    RolesChanged,
-    SessionRevoked,
-    AllSessionsRevoked,
-    ServiceAccountRevoked,
+crate::catalogue::catalogue! {
+    /// What a fact says happened, as the `revocations` table spells it; on
+    /// the wire it is the `RevocationKind` of the same name.
+    pub enum Kind {
+        UserDisabled => "user_disabled",
+        UserEnabled => "user_enabled",
+        PasswordChanged => "password_changed",
+        RolesChanged => "roles_changed",
+        /// One session: the fact carries its id.
+        SessionRevoked => "session_revoked",
+        AllSessionsRevoked => "all_sessions_revoked",
+        ServiceAccountRevoked => "service_account_revoked",
+    }
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
-        Kind::UserDisabled,
-        Kind::UserEnabled,
-        Kind::PasswordChanged,
-        Kind::RolesChanged,
-        Kind::SessionRevoked,
-        Kind::AllSessionsRevoked,
-        Kind::ServiceAccountRevoked,
-    ];
-
-    /// The spelling in the `revocations` table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::UserDisabled => "user_disabled",
-            Kind::UserEnabled => "user_enabled",
-            Kind::PasswordChanged => "password_changed",
-            Kind::RolesChanged => "roles_changed",
-            Kind::SessionRevoked => "session_revoked",
-            Kind::AllSessionsRevoked => "all_sessions_revoked",
-            Kind::ServiceAccountRevoked => "service_account_revoked",
-        }
+    /// `REVOCATION_KIND_<SPELLING>`: the names are the mapping.
+    fn to_proto(self) -> pb::RevocationKind {
+        let name = format!("REVOCATION_KIND_{}", self.as_str().to_ascii_uppercase());
+        pb::RevocationKind::from_str_name(&name).unwrap_or(pb::RevocationKind::Unspecified)
     }
 
-    fn to_proto(self) -> pb::RevocationKind {
-        use pb::RevocationKind as K;
-        match self {
-            Kind::UserDisabled => K::UserDisabled,
-            Kind::UserEnabled => K::UserEnabled,
-            Kind::PasswordChanged => K::PasswordChanged,
-            Kind::RolesChanged => K::RolesChanged,
-            Kind::SessionRevoked => K::SessionRevoked,
-            Kind::AllSessionsRevoked => K::AllSessionsRevoked,
-            Kind::ServiceAccountRevoked => K::ServiceAccountRevoked,
-        }
+    fn from_proto(kind: pb::RevocationKind) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.to_proto() == kind)
     }
 }
 
@@ -78,7 +55,8 @@ impl TryFrom<String> for Kind {
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         Kind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| format!("unknown revocation kind {s:?}"))
     }
@@ -114,17 +92,7 @@ impl Fact {
     /// A fact from the wire; `None` when it is not one this build can apply
     /// (the subscriber then resyncs rather than skip it).
     pub fn from_proto(event: &pb::RevocationEvent) -> Option<Self> {
-        use pb::RevocationKind as K;
-        let kind = match K::try_from(event.kind).ok()? {
-            K::Unspecified => return None,
-            K::UserDisabled => Kind::UserDisabled,
-            K::UserEnabled => Kind::UserEnabled,
-            K::PasswordChanged => Kind::PasswordChanged,
-            K::RolesChanged => Kind::RolesChanged,
-            K::SessionRevoked => Kind::SessionRevoked,
-            K::AllSessionsRevoked => Kind::AllSessionsRevoked,
-            K::ServiceAccountRevoked => Kind::ServiceAccountRevoked,
-        };
+        let kind = Kind::from_proto(pb::RevocationKind::try_from(event.kind).ok()?)?;
         let session_id = match event.session_id.as_str() {
             "" => None,
             s => Some(Uuid::parse_str(s).ok()?),
@@ -163,9 +131,12 @@ mod tests {
             occurred_at: Timestamp::from_unix_micros(1_700_000_000_000_000),
         };
         assert_eq!(Fact::from_proto(&fact.to_proto()), Some(fact.clone()));
-        for kind in Kind::ALL {
+        for &kind in Kind::ALL {
             assert_eq!(Kind::try_from(kind.as_str().to_owned()), Ok(kind));
+            assert_ne!(kind.to_proto(), pb::RevocationKind::Unspecified, "{kind}");
+            assert_eq!(Kind::from_proto(kind.to_proto()), Some(kind));
         }
+        assert_eq!(Kind::from_proto(pb::RevocationKind::Unspecified), None);
         let mut no_session = fact.to_proto();
         no_session.session_id.clear();
         assert_eq!(Fact::from_proto(&no_session), None);

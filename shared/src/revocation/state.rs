@@ -79,7 +79,9 @@ impl Default for Revocations {
 }
 
 impl Revocations {
-    /// Applies one fact (the cursor does not move: see [`Self::advance`]).
+    /// Applies one fact ahead of the cursor, which does not move: the change's
+    /// own replica, at once; [`Self::extend`] moves the cursor when the log is
+    /// read.
     pub fn apply(&self, fact: &Fact) {
         if let Ok(mut known) = self.known.write() {
             known.apply(fact);

@@ -58,15 +58,18 @@ impl AccessClaims {
             .iter()
             .map(|r| r.parse::<Role>().map_err(|_| TokenError::Claims))
             .collect::<Result<Vec<_>, _>>()?;
-        let session = self
-            .sid
+        Ok(Identity::new(user_id, self.email.clone(), roles)
+            .in_session(self.session_id()?)
+            .of_generation(self.tgen))
+    }
+
+    /// The session (`sid`) the token belongs to, if any.
+    pub fn session_id(&self) -> Result<Option<Uuid>, TokenError> {
+        self.sid
             .as_deref()
             .map(Uuid::parse_str)
             .transpose()
-            .map_err(|_| TokenError::Claims)?;
-        Ok(Identity::new(user_id, self.email.clone(), roles)
-            .in_session(session)
-            .of_generation(self.tgen))
+            .map_err(|_| TokenError::Claims)
     }
 }
 
