@@ -1,6 +1,8 @@
 //! The whole docverify stack in one process, for local use: auth-service on
 //! :50051 and document-service on :50052, both on embedded SQLite files under
-//! `./data`. Production runs each service's own binary.
+//! `./data`. Production runs each service's own binary. Its subcommands
+//! (`receipt verify`, `audit export`, `audit verify`) are the audit log's
+//! offline tools, which every binary has.
 
 use clap::Parser;
 
@@ -10,7 +12,11 @@ use clap::Parser;
     version,
     about = "docverify: auth-service and document-service in one process"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Without one, runs the stack.
+    #[command(subcommand)]
+    tool: Option<shared::audit::Tool>,
     #[command(flatten)]
     auth: auth_service::Config,
     #[command(flatten)]
@@ -24,6 +30,9 @@ async fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
     if let Err(e) = shared::telemetry::init(cli.server.log_format) {
         return shared::server::exit(Err(e));
+    }
+    if let Some(tool) = cli.tool.take() {
+        return shared::server::exit(tool.run().await);
     }
     cli.auth.generate_local_admin = true;
     // document-service's service account for the revocation feed, shared

@@ -25,7 +25,7 @@ use std::{future::Future, sync::Arc};
 
 use shared::{
     Result,
-    audit::AuditApi,
+    audit::{AuditApi, Log},
     cli::ServiceConfig,
     db::{Db, Migrations},
     proto::{
@@ -81,6 +81,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let db = SERVICE.open(&config.database(), &config.server).await?;
+    let audit = Log::open(&db, SERVICE.name, &config.server, config.clock.clone()).await?;
     let state = Arc::new(state::State::build(&config, db.clone()).await?);
     bootstrap::bootstrap_admin(&state, &config).await?;
     bootstrap::bootstrap_service_account(&state, &config).await?;
@@ -110,7 +111,7 @@ pub async fn serve(
         .max_encoding_message_size(max),
     )
     .add_service(
-        AuditServiceServer::new(AuditApi::new(db.clone(), state.page_tokens.clone()))
+        AuditServiceServer::new(AuditApi::new(audit.clone(), state.page_tokens.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     );
@@ -135,6 +136,7 @@ pub async fn serve(
         background,
         dependencies: Vec::new(),
         conditions: Vec::new(),
+        audit,
     };
     let stopping = state.stopping.clone();
     let shutdown = async move {

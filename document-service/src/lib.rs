@@ -18,7 +18,7 @@ use std::{future::Future, sync::Arc};
 
 use shared::{
     Result,
-    audit::AuditApi,
+    audit::{AuditApi, Log},
     cli::ServiceConfig,
     db::{Db, Migrations},
     layer::limits::ClientLimits,
@@ -79,6 +79,7 @@ pub async fn serve(
     let db = SERVICE.open(&config.database(), &config.server).await?;
     let now = config.clock.now();
     let page_tokens = PageTokens::new(&db.secret("page_tokens", now).await?);
+    let audit = Log::open(&db, SERVICE.name, &config.server, config.clock.clone()).await?;
 
     let auth = auth_channel::connect(&config)?;
     let mut background = Vec::new();
@@ -119,6 +120,7 @@ pub async fn serve(
         clock: config.clock.clone(),
         page_tokens: page_tokens.clone(),
         max_document_bytes: config.max_document_bytes,
+        audit: audit.clone(),
     });
     let max = config.server.max_message_bytes;
     let routes = Routes::new(
@@ -127,7 +129,7 @@ pub async fn serve(
             .max_encoding_message_size(max.max(MIN_SEND_BYTES)),
     )
     .add_service(
-        AuditServiceServer::new(AuditApi::new(db.clone(), page_tokens))
+        AuditServiceServer::new(AuditApi::new(audit.clone(), page_tokens))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max.max(MIN_SEND_BYTES)),
     );
@@ -140,6 +142,7 @@ pub async fn serve(
         background,
         dependencies: vec![(AUTH_SERVICE, auth)],
         conditions,
+        audit,
     };
     SERVICE
         .serve(&config.server, parts, routes, listener, shutdown)

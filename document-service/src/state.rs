@@ -1,6 +1,8 @@
 //! What every document-service handler shares.
 
-use shared::{clock::Clock, db::Db, page::PageTokens};
+use std::sync::Arc;
+
+use shared::{audit::Log, clock::Clock, db::Db, page::PageTokens};
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -8,4 +10,6 @@ pub(crate) struct State {
     pub clock: Clock,
     pub page_tokens: PageTokens,
     pub max_document_bytes: u64,
+    /// The audit log, for receipts.
+    pub audit: Arc<Log>,
 }

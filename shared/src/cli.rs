@@ -104,6 +104,8 @@ enum Command<X: Subcommand> {
     /// (for container health checks).
     Healthcheck,
     #[command(flatten)]
+    Tool(crate::audit::Tool),
+    #[command(flatten)]
     Own(X),
 }
 
@@ -146,6 +148,7 @@ pub async fn run<C: ServiceConfig, X: OwnCommands<C>>() -> ExitCode {
         Command::Healthcheck => {
             return server::healthcheck_exit(config.listen_addr(), &cli.server).await;
         }
+        Command::Tool(tool) => tool.run().await,
         Command::Own(own) => own.run(config).await,
     };
     server::exit(result)

@@ -147,6 +147,27 @@ pub struct ServerConfig {
     /// `text` or `json` (one object per line).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Ed25519 private key (PKCS#8 PEM) that signs the audit log's
+    /// checkpoints. Unset: a key is generated on first start and kept in the
+    /// service's database.
+    #[arg(long, env = "AUDIT_SIGNING_KEY_FILE")]
+    pub audit_signing_key_file: Option<PathBuf>,
+
+    /// The audit logs' name: each service's log is `<name>/<service>` (its
+    /// checkpoints' origin and its key's name). Use a name of your own, such
+    /// as `audit.example.com`, so checkpoints of your logs are told apart.
+    #[arg(long, env = "AUDIT_LOG_NAME", default_value = "docverify", value_parser = crate::audit::log_name)]
+    pub audit_log_name: String,
+
+    /// How often each replica looks for audit events to sequence.
+    #[arg(long, env = "AUDIT_SEQUENCE_INTERVAL", default_value = "100ms", value_parser = duration)]
+    pub audit_sequence_interval: Duration,
+
+    /// Health reports `docverify.audit.v1.Sequencer` NOT_SERVING when events
+    /// have waited this long without the log growing.
+    #[arg(long, env = "AUDIT_MAX_LAG", default_value = "10s", value_parser = duration)]
+    pub audit_max_lag: Duration,
 }
 
 impl ServerConfig {

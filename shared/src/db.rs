@@ -316,6 +316,15 @@ impl Db {
 pub enum StartupLock {
     SigningKeys = 1,
     BootstrapAdmin = 2,
+    /// Not a start-up write: the audit log's sequencer, one batch at a time.
+    AuditSequencer = 3,
+}
+
+impl StartupLock {
+    /// Advisory-lock keys of docverify: 0x6476 ("dv") in the high bits.
+    fn key(self) -> i64 {
+        0x6476_0000_i64 | self as i64
+    }
 }
 
 impl Tx {
@@ -324,8 +333,7 @@ impl Tx {
     /// read what it wrote: a PostgreSQL advisory lock; on SQLite, a write
     /// that takes the database's write lock at once.
     pub async fn lock_startup(&mut self, which: StartupLock) -> Result<()> {
-        // Advisory-lock keys of docverify: 0x6476 ("dv") in the high bits.
-        let key = 0x6476_0000_i64 | which as i64;
+        let key = which.key();
         match self {
             Dialect::Sqlite(t) => {
                 sqlx::query("UPDATE service_secrets SET name = name WHERE 0 = 1")
@@ -340,6 +348,22 @@ impl Tx {
             }
         }
         Ok(())
+    }
+
+    /// [`Tx::lock_startup`] without waiting: false when another transaction
+    /// (of any replica) holds the lock on PostgreSQL. SQLite has one writer,
+    /// whom this waits for as any write does.
+    pub async fn try_lock(&mut self, which: StartupLock) -> Result<bool> {
+        match self {
+            Dialect::Sqlite(_) => {
+                self.lock_startup(which).await?;
+                Ok(true)
+            }
+            Dialect::Postgres(t) => Ok(sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(which.key())
+                .fetch_one(&mut **t)
+                .await?),
+        }
     }
 
     pub fn conn(&mut self) -> Conn<'_> {

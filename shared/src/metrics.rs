@@ -56,6 +56,8 @@ pub struct Metrics {
     pub in_flight: Family<ServiceLabels, Gauge>,
     pub pool: Family<PoolLabels, Gauge>,
     pub argon2_queue: Gauge,
+    pub audit_lag: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    pub audit_tree_size: Family<ServiceLabels, Gauge>,
     pools: Mutex<Vec<(String, Db)>>,
 }
 
@@ -77,6 +79,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let in_flight = Family::<ServiceLabels, Gauge>::default();
     let pool = Family::<PoolLabels, Gauge>::default();
     let argon2_queue = Gauge::default();
+    let audit_lag: Family<ServiceLabels, Histogram, fn() -> Histogram> =
+        Family::new_with_constructor(latency_histogram);
+    let audit_tree_size = Family::<ServiceLabels, Gauge>::default();
     registry.register(
         "grpc_requests",
         "RPCs handled, by method and status code",
@@ -102,6 +107,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Password hashes waiting for a worker",
         argon2_queue.clone(),
     );
+    registry.register(
+        "audit_sequencing_lag_seconds",
+        "From an audit event's time to its leaf in the log",
+        audit_lag.clone(),
+    );
+    registry.register(
+        "audit_tree_size",
+        "Leaves in the audit log's latest checkpoint",
+        audit_tree_size.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -109,6 +124,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         in_flight,
         pool,
         argon2_queue,
+        audit_lag,
+        audit_tree_size,
         pools: Mutex::new(Vec::new()),
     }
 });

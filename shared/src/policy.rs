@@ -282,8 +282,17 @@ pub const METHODS: &[(&str, &str, Access)] = &[
         "DeleteDocument",
         Access::AnyOf(&[DocumentsDeleteOwn, DocumentsDeleteAny]),
     ),
+    (
+        DOCUMENTS,
+        "GetReceipt",
+        Access::AnyOf(&[DocumentsReadOwn, DocumentsReadAny]),
+    ),
     (AUDIT, "ListAuditEvents", Access::AnyOf(&[AuditRead])),
     (AUDIT, "VerifyAuditChain", Access::AnyOf(&[AuditRead])),
+    (AUDIT, "GetCheckpoint", Access::Public),
+    (AUDIT, "GetInclusionProof", Access::AnyOf(&[AuditRead])),
+    (AUDIT, "GetConsistencyProof", Access::AnyOf(&[AuditRead])),
+    (AUDIT, "WatchAuditEvents", Access::AnyOf(&[AuditRead])),
     ("/grpc.health.v1.Health/", "Check", Access::Public),
     ("/grpc.health.v1.Health/", "Watch", Access::Public),
     (

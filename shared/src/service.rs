@@ -56,7 +56,12 @@ pub struct Parts {
     /// States of its own reported by health under their names (SERVING
     /// while the check says so), such as the revocation feed's freshness.
     pub conditions: Vec<(&'static str, Condition)>,
+    /// Its audit log, whose sequencer runs while it serves.
+    pub audit: Arc<crate::audit::Log>,
 }
+
+/// Health reports whether the audit log keeps up under this name.
+pub const AUDIT_SEQUENCER: &str = "docverify.audit.v1.Sequencer";
 
 /// A check of one state, for health.
 pub type Condition = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -113,7 +118,18 @@ impl Service {
             mut background,
             dependencies,
             conditions,
+            audit,
         } = parts;
+        background.push(audit.spawn());
+        let keeping_up = audit.clone();
+        let conditions = conditions.into_iter().chain([(
+            AUDIT_SEQUENCER,
+            Arc::new(move || keeping_up.is_keeping_up()) as Condition,
+        )]);
+        let shutdown = async move {
+            shutdown.await;
+            audit.stop();
+        };
         let layer = RpcLayer::new(self.name, verifier, db.clone(), clock, config, limits);
         crate::metrics::METRICS.watch_pool(self.name, &db);
         let (health, health_service) = Health::new(self.grpc_services);
@@ -122,11 +138,7 @@ impl Service {
         background.extend(dependencies.into_iter().map(|(name, channel)| {
             health.follow_dependency(name, channel, config.health_check_interval)
         }));
-        background.extend(
-            conditions
-                .into_iter()
-                .map(|(name, check)| health.follow_condition(name, check)),
-        );
+        background.extend(conditions.map(|(name, check)| health.follow_condition(name, check)));
         let (reflection_v1, reflection_v1alpha) = server::reflection(self.grpc_services)?;
         let (signal, deadline) = server::graceful(shutdown, config.shutdown_drain_timeout, health);
 

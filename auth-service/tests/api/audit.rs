@@ -51,7 +51,7 @@ async fn the_chain_is_valid_and_append_only() {
     let delete = on_dialect!(db.writer(), p => sqlx::query("DELETE FROM audit_events").execute(p).await.map(|_| ()));
     refused_as_append_only(delete, "DELETE");
     if app.db.is_postgres() {
-        let truncate = on_dialect!(db.writer(), p => sqlx::query("TRUNCATE audit_events").execute(p).await.map(|_| ()));
+        let truncate = on_dialect!(db.writer(), p => sqlx::query("TRUNCATE audit_events CASCADE").execute(p).await.map(|_| ()));
         refused_as_append_only(truncate, "TRUNCATE");
     }
     db.close().await;
@@ -84,7 +84,8 @@ async fn tampering_is_found_and_named() {
     };
     on_dialect!(db.writer(), p => {
         sqlx::query(sqlx::AssertSqlSafe(drop)).execute(p).await.unwrap();
-        sqlx::query("UPDATE audit_events SET actor_email = 'someone-else@example.com' WHERE sequence = $1")
+        sqlx::query("UPDATE audit_events SET actor_email = 'someone-else@example.com' \
+                     WHERE position = (SELECT position FROM audit_leaves WHERE sequence = $1)")
             .bind(target)
             .execute(p)
             .await
@@ -122,24 +123,22 @@ async fn a_rolled_back_change_leaves_no_event() {
     let app = spawn_app().await;
     let admin = app.admin().await;
     let before = app.events(&admin.access_token, "").await;
-    // A failure injected after the append has written everything (event
-    // row, head sequence and hash), before the commit: the last statement
-    // of the append fails for this one registration.
+    // A failure injected after the append has written everything (the
+    // event row and its place in the sequencer's queue), before the commit:
+    // the queue's insert fails for this one registration.
     let db = raw_db(&app).await;
     let inject: &[&str] = if app.db.is_postgres() {
         &[
             "CREATE FUNCTION fail_doomed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF (SELECT actor_email FROM audit_events WHERE sequence = NEW.sequence) = 'doomed@example.com' \
+             IF (SELECT actor_email FROM audit_events WHERE position = NEW.position) = 'doomed@example.com' \
              THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$",
-            "CREATE TRIGGER fail_doomed AFTER UPDATE OF hash ON audit_head \
+            "CREATE TRIGGER fail_doomed AFTER INSERT ON audit_pending \
              FOR EACH ROW EXECUTE FUNCTION fail_doomed()",
         ]
     } else {
-        &[
-            "CREATE TRIGGER fail_doomed AFTER UPDATE OF hash ON audit_head \
-           WHEN (SELECT actor_email FROM audit_events WHERE sequence = NEW.sequence) = 'doomed@example.com' \
-           BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-        ]
+        &["CREATE TRIGGER fail_doomed AFTER INSERT ON audit_pending \
+           WHEN (SELECT actor_email FROM audit_events WHERE position = NEW.position) = 'doomed@example.com' \
+           BEGIN SELECT RAISE(ABORT, 'injected failure'); END"]
     };
     for statement in inject {
         on_dialect!(db.writer(), p => sqlx::query(sqlx::AssertSqlSafe(*statement)).execute(p).await.map(|_| ())).unwrap();
@@ -167,7 +166,7 @@ async fn a_rolled_back_change_leaves_no_event() {
     assert!(app.verify_chain(&admin.access_token).await.valid);
     let drop: &[&str] = if app.db.is_postgres() {
         &[
-            "DROP TRIGGER fail_doomed ON audit_head",
+            "DROP TRIGGER fail_doomed ON audit_pending",
             "DROP FUNCTION fail_doomed",
         ]
     } else {
@@ -344,52 +343,69 @@ async fn audit_listing_pages_and_filters() {
     assert!(early.iter().all(|e| !e.actor_email.starts_with("late")));
 }
 
-/// Rows edited behind the service's back are found by VerifyAuditChain:
-/// the newest rows deleted (the head runs ahead), and a forged row inserted
-/// past the head (the triggers allow INSERT; the head does not move).
+/// Rows added or removed behind the service's back. The triggers allow
+/// INSERT (the log is append-only, not closed), so a forged row is not
+/// hidden: it becomes the newest leaf, after everything already in the
+/// log, in the open. A removed row leaves a hole in the sequence that
+/// VerifyAuditChain names.
 #[tokio::test]
-async fn removed_and_inserted_rows_are_found() {
+async fn inserted_rows_join_the_log_in_the_open_and_removed_ones_are_named() {
     let app = spawn_app().await;
     app.user("rhea@example.com").await;
     let admin = app.admin().await;
     assert!(app.verify_chain(&admin.access_token).await.valid);
-    let newest = app.events(&admin.access_token, "").await[0].clone();
+    let before = app.events(&admin.access_token, "").await;
     let db = raw_db(&app).await;
 
-    let forged = "INSERT INTO audit_events (sequence, id, occurred_at, actor_id, actor_email, action, \
-                  target_type, target_id, outcome, request_id, client_addr, details, prev_hash, hash) \
-                  SELECT sequence + 1000, $2, occurred_at, actor_id, actor_email, action, target_type, \
-                  target_id, outcome, request_id, client_addr, details, hash, hash \
-                  FROM audit_events WHERE sequence = $1";
-    // A copy of the newest row with a fresh id (ids are unique), past the head.
+    let forged = "INSERT INTO audit_events (id, occurred_at, actor_id, actor_email, action, \
+                  target_type, target_id, outcome, request_id, client_addr, details) \
+                  SELECT $2, occurred_at, actor_id, actor_email, action, target_type, \
+                  target_id, outcome, request_id, client_addr, details \
+                  FROM audit_events WHERE position = (SELECT position FROM audit_leaves WHERE sequence = $1)";
+    // A copy of the first event with a fresh id (ids are unique).
     on_dialect!(db.writer(), p => {
         sqlx::query(forged)
-            .bind(newest.sequence)
+            .bind(1_i64)
             .bind(uuid::Uuid::now_v7())
             .execute(p)
             .await
             .unwrap();
     });
     let report = app.verify_chain(&admin.access_token).await;
-    assert!(!report.valid, "an inserted row is found: {report:?}");
-    assert_eq!(report.first_invalid_sequence, newest.sequence + 1);
+    assert!(report.valid, "{report:?}");
+    let after = app.events(&admin.access_token, "").await;
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(
+        after[0].sequence,
+        before.len() as i64 + 1,
+        "the copy is the newest leaf, not where it pretends to be"
+    );
 
-    // Remove it and the newest real row (the triggers dropped for it).
-    let drop = if app.db.is_postgres() {
-        "DROP TRIGGER audit_events_no_delete ON audit_events"
+    // Remove the second event (its leaf and the row, triggers dropped).
+    let drops: &[&str] = if app.db.is_postgres() {
+        &[
+            "DROP TRIGGER audit_events_no_delete ON audit_events",
+            "DROP TRIGGER audit_leaves_no_delete ON audit_leaves",
+        ]
     } else {
-        "DROP TRIGGER audit_events_no_delete"
+        &[
+            "DROP TRIGGER audit_events_no_delete",
+            "DROP TRIGGER audit_leaves_no_delete",
+        ]
     };
+    for drop in drops {
+        on_dialect!(db.writer(), p => sqlx::query(sqlx::AssertSqlSafe(*drop)).execute(p).await.map(|_| ())).unwrap();
+    }
     on_dialect!(db.writer(), p => {
-        sqlx::query(sqlx::AssertSqlSafe(drop)).execute(p).await.unwrap();
-        sqlx::query("DELETE FROM audit_events WHERE sequence >= $1")
-            .bind(newest.sequence)
-            .execute(p)
+        let position: i64 = sqlx::query_scalar("SELECT position FROM audit_leaves WHERE sequence = 2")
+            .fetch_one(&mut *p.acquire().await.unwrap())
             .await
             .unwrap();
+        sqlx::query("DELETE FROM audit_leaves WHERE sequence = 2").execute(p).await.unwrap();
+        sqlx::query("DELETE FROM audit_events WHERE position = $1").bind(position).execute(p).await.unwrap();
     });
     let report = app.verify_chain(&admin.access_token).await;
-    assert!(!report.valid, "removed newest rows are found: {report:?}");
-    assert_eq!(report.first_invalid_sequence, newest.sequence);
+    assert!(!report.valid, "a removed event is found: {report:?}");
+    assert_eq!(report.first_invalid_sequence, 2);
     db.close().await;
 }

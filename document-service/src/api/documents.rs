@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use shared::{
-    Error, Result,
+    Error, Reason, Result, audit,
     identity::{Identity, current_user, request_context},
     policy::Permission,
     proto::document::v1::{self as pb, document_service_server::DocumentService},
@@ -107,10 +107,13 @@ impl DocumentService for DocumentApi {
     ) -> Result<Response<pb::VerifyDocumentResponse>, Status> {
         let ctx = request_context(&request);
         let me = current_user(&request)?.clone();
+        let deadline = grpc_timeout(request.metadata());
         let cmd = request.into_inner().try_into()?;
-        let doc = review::review(&self.state, &ctx, &me, cmd).await?;
+        let (doc, position) = review::review(&self.state, &ctx, &me, cmd).await?;
+        let receipt = review::receipt(&self.state, position, deadline).await?;
         Ok(Response::new(pb::VerifyDocumentResponse {
             document: Some(doc.to_proto()),
+            receipt,
         }))
     }
 
@@ -121,10 +124,13 @@ impl DocumentService for DocumentApi {
     ) -> Result<Response<pb::RejectDocumentResponse>, Status> {
         let ctx = request_context(&request);
         let me = current_user(&request)?.clone();
+        let deadline = grpc_timeout(request.metadata());
         let cmd = request.into_inner().try_into()?;
-        let doc = review::review(&self.state, &ctx, &me, cmd).await?;
+        let (doc, position) = review::review(&self.state, &ctx, &me, cmd).await?;
+        let receipt = review::receipt(&self.state, position, deadline).await?;
         Ok(Response::new(pb::RejectDocumentResponse {
             document: Some(doc.to_proto()),
+            receipt,
         }))
     }
 
@@ -139,4 +145,38 @@ impl DocumentService for DocumentApi {
         delete::delete(&self.state, &ctx, me, id).await?;
         Ok(Response::new(pb::DeleteDocumentResponse {}))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_receipt(
+        &self,
+        request: Request<pb::GetReceiptRequest>,
+    ) -> Result<Response<pb::GetReceiptResponse>, Status> {
+        let me = current_user(&request)?;
+        let id = DocumentId::parse(&request.get_ref().document_id)?;
+        let doc = self.visible(me, id).await?;
+        let mut conn = self.state.db.read().await?;
+        let position = audit::latest_about(
+            conn.conn(),
+            "document",
+            &doc.id.to_string(),
+            &review::REVIEWS,
+        )
+        .await?
+        .ok_or(Error::not_found("receipt"))?;
+        drop(conn);
+        let receipt = review::receipt(&self.state, position, grpc_timeout(request.metadata()))
+            .await?
+            .ok_or(Error::FailedPrecondition {
+                reason: Reason::ReceiptPending,
+                message: "the review is not in the audit log yet; retry shortly",
+            })?;
+        Ok(Response::new(pb::GetReceiptResponse {
+            receipt: Some(receipt),
+        }))
+    }
+}
+
+/// The caller's `grpc-timeout`, if it sent one.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    shared::layer::grpc_timeout(&metadata.clone().into_headers())
 }

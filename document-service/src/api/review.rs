@@ -1,12 +1,14 @@
 //! VerifyDocument and RejectDocument: one conditional UPDATE decides which
 //! of concurrent reviews wins; the loser is told why from the row as it is.
 
+use std::time::Duration;
+
 use serde_json::json;
 use shared::{
     Error, Reason, Result,
     audit::{self, Action, Actor, Event},
     identity::{Identity, RequestContext},
-    proto::document::v1 as pb,
+    proto::{audit::v1 as pb_audit, document::v1 as pb},
     validate::AllFields,
 };
 
@@ -64,7 +66,7 @@ pub(super) async fn review(
     ctx: &RequestContext,
     me: &Identity,
     cmd: Review,
-) -> Result<Document> {
+) -> Result<(Document, i64)> {
     let Review {
         id: DocumentId(id),
         decision,
@@ -89,12 +91,38 @@ pub(super) async fn review(
             message: "only a pending document can be reviewed",
         });
     };
+    // The event names what was reviewed by its hash, so that its receipt
+    // proves a decision about these very bytes.
     let (action, details) = match decision {
-        Status::Rejected => (Action::DocumentRejected, json!({ "reason": note.as_str() })),
-        _ => (Action::DocumentVerified, json!({ "note": note.as_str() })),
+        Status::Rejected => (
+            Action::DocumentRejected,
+            json!({ "sha256": doc.sha256, "reason": note.as_str() }),
+        ),
+        _ => (
+            Action::DocumentVerified,
+            json!({ "sha256": doc.sha256, "note": note.as_str() }),
+        ),
     };
     let event = Event::new(action, Actor::from(me), "document", id).details(details);
-    audit::append(&mut tx, ctx, now, event).await?;
+    let position = audit::append(&mut tx, ctx, now, event).await?;
     tx.commit().await?;
-    Ok(doc)
+    Ok((doc, position))
+}
+
+/// The audit events whose receipts prove a review.
+pub(super) const REVIEWS: [Action; 2] = [Action::DocumentVerified, Action::DocumentRejected];
+
+/// Longest a review waits for its receipt, within the caller's deadline.
+const RECEIPT_WAIT: Duration = Duration::from_secs(5);
+
+/// The receipt of the review event at `position`, waiting for the
+/// sequencer for at most four fifths of what is left of the caller's
+/// deadline (the review itself is committed, whatever happens here).
+pub(super) async fn receipt(
+    state: &State,
+    position: i64,
+    deadline: Option<Duration>,
+) -> Result<Option<pb_audit::Receipt>> {
+    let wait = deadline.map_or(RECEIPT_WAIT, |d| (d * 4 / 5).min(RECEIPT_WAIT));
+    audit::receipt::receipt(&state.audit, position, wait).await
 }

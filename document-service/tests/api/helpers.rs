@@ -14,7 +14,7 @@ use tonic::{Request, Status, transport::Channel};
 pub(crate) use testkit::{
     Served, TestDb, assert_error, audit_events, auth,
     auth::{PASSWORD, TestApp as AuthApp},
-    bearer, concurrently, connect_when_ready, violated_fields,
+    bearer, concurrently, connect_when_ready, verified_log, violated_fields,
 };
 
 #[derive(Parser)]
@@ -66,8 +66,12 @@ pub(crate) async fn list_code(docs: &DocApp, token: &str) -> tonic::Code {
 }
 
 /// Starts document-service and waits until it answers.
-pub(crate) async fn spawn_docs(mut config: document_service::Config) -> DocApp {
-    let db = TestDb::fresh("documents").await;
+pub(crate) async fn spawn_docs(config: document_service::Config) -> DocApp {
+    spawn_docs_on(config, TestDb::fresh("documents").await).await
+}
+
+/// Starts document-service on `db` (a fresh one, or another replica's).
+pub(crate) async fn spawn_docs_on(mut config: document_service::Config, db: TestDb) -> DocApp {
     config.database_url = db.url.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

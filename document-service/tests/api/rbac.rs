@@ -144,6 +144,23 @@ const EXPECTED: &[(&str, &str)] = &[
         "/docverify.audit.v1.AuditService/VerifyAuditChain",
         "-xxppx",
     ),
+    ("/docverify.audit.v1.AuditService/GetCheckpoint", "pppppp"),
+    (
+        "/docverify.audit.v1.AuditService/GetInclusionProof",
+        "-xxppx",
+    ),
+    (
+        "/docverify.audit.v1.AuditService/GetConsistencyProof",
+        "-xxppx",
+    ),
+    (
+        "/docverify.audit.v1.AuditService/WatchAuditEvents",
+        "-xxppx",
+    ),
+    (
+        "/docverify.document.v1.DocumentService/GetReceipt",
+        "-ppppx",
+    ),
     ("/grpc.health.v1.Health/Check", "pppppp"),
     ("/grpc.health.v1.Health/Watch", "pppppp"),
     (

@@ -69,13 +69,7 @@ async fn whole_story(mode: TokenValidation) {
     assert!(who.occurred_at.is_some());
     let details: serde_json::Value = serde_json::from_str(&who.details_json).unwrap();
     assert_eq!(details["note"], "matches the register");
-    let chain = stack
-        .docs
-        .audit()
-        .verify_audit_chain(bearer(Default::default(), &auditor))
-        .await
-        .unwrap()
-        .into_inner();
+    let chain = verified_log(&stack.docs.channel, &auditor).await;
     assert!(chain.valid && chain.events_checked >= 2, "{chain:?}");
 
     let downloaded = stack.download(&owner, &doc.id).await.unwrap();

@@ -49,6 +49,9 @@ crate::catalogue::catalogue! {
         /// WatchRevocations from a cursor no longer kept (or never issued):
         /// resync from ListRevocationState.
         RevocationCursorExpired => "REVOCATION_CURSOR_EXPIRED",
+        /// GetReceipt before the sequencer made the review a leaf of the
+        /// audit log (it does within a second or so): retry shortly.
+        ReceiptPending => "RECEIPT_PENDING",
 
         // ABORTED
         /// The document was deleted while it was being read.

@@ -17,3 +17,9 @@ pub use access::{
     TokenError, VerifiedTokens, token_kid,
 };
 pub use verifier::{BoxFuture, JwksVerifier, RemoteVerifier, TokenVerifier};
+
+/// RFC 8410 PKCS#8 prefix of an Ed25519 private key; the 32-byte seed
+/// follows. Both services' key files are in this form.
+pub const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];

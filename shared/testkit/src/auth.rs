@@ -13,9 +13,7 @@ use jsonwebtoken::{
 use shared::{
     clock::{Clock, ManualClock},
     proto::{
-        audit::v1::{
-            AuditEvent, VerifyAuditChainRequest, audit_service_client::AuditServiceClient,
-        },
+        audit::v1::{AuditEvent, audit_service_client::AuditServiceClient},
         auth::v1::{
             self as pb, auth_service_client::AuthServiceClient,
             user_service_client::UserServiceClient,
@@ -25,7 +23,7 @@ use shared::{
 use tokio::net::TcpListener;
 use tonic::{Status, transport::Channel};
 
-use crate::{Served, TestDb, audit_events, bearer, connect_when_ready};
+use crate::{Served, TestDb, audit_events, bearer, connect_when_ready, verified_log};
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple admin";
@@ -277,11 +275,7 @@ impl TestApp {
         &self,
         token: &str,
     ) -> shared::proto::audit::v1::VerifyAuditChainResponse {
-        self.audit()
-            .verify_audit_chain(bearer(VerifyAuditChainRequest {}, token))
-            .await
-            .unwrap()
-            .into_inner()
+        verified_log(&self.channel, token).await
     }
 
     pub async fn events(&self, token: &str, action: &str) -> Vec<AuditEvent> {

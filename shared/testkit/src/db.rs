@@ -18,7 +18,12 @@ pub struct TestDb {
 #[derive(Debug)]
 enum Cleanup {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { server: String, name: String },
+    Postgres {
+        server: String,
+        name: String,
+    },
+    /// Another handle on a database that its owner drops.
+    Borrowed,
 }
 
 impl TestDb {
@@ -55,6 +60,15 @@ impl TestDb {
                     cleanup: Cleanup::Dir(dir),
                 }
             }
+        }
+    }
+
+    /// The same database for another replica; the original drops it, so it
+    /// must outlive this handle.
+    pub fn another_handle(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            cleanup: Cleanup::Borrowed,
         }
     }
 

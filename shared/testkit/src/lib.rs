@@ -21,7 +21,7 @@ pub mod served;
 pub use db::{POSTGRES_ENV, TestDb};
 pub use grpc::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
 pub use process::Process;
-pub use served::{Served, audit_events};
+pub use served::{Served, audit_events, verified_log};
 
 /// Prints a measured figure where the test run's output shows it, passing
 /// tests included (straight to stderr: the harness captures only

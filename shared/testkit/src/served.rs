@@ -3,7 +3,8 @@
 use std::future::Future;
 
 use shared::proto::audit::v1::{
-    AuditEvent, ListAuditEventsRequest, audit_service_client::AuditServiceClient,
+    AuditEvent, ListAuditEventsRequest, VerifyAuditChainRequest, VerifyAuditChainResponse,
+    audit_service_client::AuditServiceClient,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -53,19 +54,47 @@ impl Drop for Served {
     }
 }
 
-/// The newest events (up to 500) with `action` from the trail behind `channel`.
+/// The newest events (up to 500) with `action` from the trail behind
+/// `channel`, once the sequencer has made each a leaf of the log (10 s at
+/// most).
 pub async fn audit_events(channel: &Channel, token: &str, action: &str) -> Vec<AuditEvent> {
-    AuditServiceClient::new(channel.clone())
-        .list_audit_events(bearer(
-            ListAuditEventsRequest {
-                action: action.to_owned(),
-                page_size: 500,
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events
+    let mut client = AuditServiceClient::new(channel.clone());
+    for _ in 0..500 {
+        let events = client
+            .list_audit_events(bearer(
+                ListAuditEventsRequest {
+                    action: action.to_owned(),
+                    page_size: 500,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if events.iter().all(|e| !e.pending) {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("audit events still pending after 10 s: the sequencer is not running");
+}
+
+/// VerifyAuditChain of the trail behind `channel`, once nothing waits to
+/// be sequenced (10 s at most), so that the report covers every event.
+pub async fn verified_log(channel: &Channel, token: &str) -> VerifyAuditChainResponse {
+    let mut client = AuditServiceClient::new(channel.clone());
+    for _ in 0..500 {
+        let report = client
+            .verify_audit_chain(bearer(VerifyAuditChainRequest {}, token))
+            .await
+            .unwrap()
+            .into_inner();
+        if report.pending == 0 || !report.valid {
+            return report;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("audit events still pending after 10 s: the sequencer is not running");
 }

@@ -1,0 +1,371 @@
+//! The sequencer: every replica looks for queued events every
+//! AUDIT_SEQUENCE_INTERVAL; whichever takes the sequencer lock first (a
+//! PostgreSQL advisory lock held for one transaction; SQLite's one writer)
+//! makes a batch of them leaves of the tree, stores the subtrees they
+//! complete and signs a checkpoint of the new size, all in that one
+//! transaction. A replica that dies mid-batch takes nothing with it: its
+//! transaction rolls back, the lock is free, and the next replica to look
+//! sequences the same events. Sequence numbers are gapless because only the
+//! lock holder assigns them, each batch after the previous one's commit.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{
+    merkle::{Frontier, Hash},
+    note::{Checkpoint, NoteSigner},
+    store::{self, EVENT_COLUMNS, Record, StoredCheckpoint},
+};
+use crate::{
+    clock::Clock,
+    config::ServerConfig,
+    db::{Db, StartupLock, Timestamp},
+    error::{Error, Result},
+    metrics::{METRICS, ServiceLabels},
+    on_dialect,
+};
+
+/// Most events one batch integrates.
+const BATCH: i64 = 1000;
+
+/// One service's audit log: its signer and what this replica knows of it.
+pub struct Log {
+    db: Db,
+    clock: Clock,
+    signer: NoteSigner,
+    interval: Duration,
+    max_lag: Duration,
+    labels: ServiceLabels,
+    /// The size of the newest checkpoint this replica has seen.
+    size: watch::Sender<i64>,
+    /// When this replica last saw the queue empty or the log grow (µs).
+    progress: AtomicI64,
+    stopping: watch::Sender<bool>,
+    /// Wakes this replica's sequencer before its interval is up.
+    poke: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("origin", &self.signer.name())
+            .field("size", &*self.size.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks an AUDIT_LOG_NAME: a key name may hold no space or `+`.
+pub fn log_name(name: &str) -> std::result::Result<String, String> {
+    if super::note::valid_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err("must be non-empty, with no spaces and no '+'".to_owned())
+    }
+}
+
+/// The Ed25519 seed of a PKCS#8 PEM key file.
+fn seed_from_pem(path: &Path) -> Result<[u8; 32]> {
+    let bad =
+        |why: String| Error::internal(format!("AUDIT_SIGNING_KEY_FILE {}: {why}", path.display()));
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let pem = pem::parse(text).map_err(|e| bad(e.to_string()))?;
+    let der = pem.contents();
+    match der.strip_prefix(&crate::token::PKCS8_ED25519_PREFIX[..]) {
+        Some(seed) if pem.tag() == "PRIVATE KEY" => seed
+            .try_into()
+            .map_err(|_| bad("not an Ed25519 PKCS#8 key".to_owned())),
+        _ => Err(bad("not an Ed25519 PKCS#8 PEM private key".to_owned())),
+    }
+}
+
+impl Log {
+    /// The log of `service` on `db`, signed with AUDIT_SIGNING_KEY_FILE or
+    /// with a key kept in the database (created by whichever replica is
+    /// first; every other reads the same one back).
+    pub async fn open(
+        db: &Db,
+        service: &str,
+        config: &ServerConfig,
+        clock: Clock,
+    ) -> Result<Arc<Self>> {
+        let seed: [u8; 32] = match &config.audit_signing_key_file {
+            Some(path) => seed_from_pem(path)?,
+            None => db
+                .secret("audit_signing_key", clock.now())
+                .await?
+                .try_into()
+                .map_err(|_| Error::internal("the stored audit signing key is not 32 bytes"))?,
+        };
+        let origin = format!("{}/{service}", config.audit_log_name);
+        let now = clock.now().unix_micros();
+        Ok(Arc::new(Self {
+            db: db.clone(),
+            clock,
+            signer: NoteSigner::new(&origin, &seed),
+            interval: config.audit_sequence_interval,
+            max_lag: config.audit_max_lag,
+            labels: ServiceLabels {
+                service: service.to_owned(),
+            },
+            size: watch::Sender::new(0),
+            progress: AtomicI64::new(now),
+            stopping: watch::Sender::new(false),
+            poke: tokio::sync::Notify::new(),
+        }))
+    }
+
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    /// The key that checks this log's checkpoints, in note verifier format.
+    pub fn verifier_key(&self) -> String {
+        self.signer.verifier_key()
+    }
+
+    /// Follows the size of the newest checkpoint this replica has seen.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.size.subscribe()
+    }
+
+    pub fn size(&self) -> i64 {
+        *self.size.borrow()
+    }
+
+    /// Set when the service begins to shut down: streams end.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub(super) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// False while events wait and the log has not grown for AUDIT_MAX_LAG.
+    pub fn is_keeping_up(&self) -> bool {
+        let since = self.clock.now().unix_micros() - self.progress.load(Ordering::Relaxed);
+        since < self.max_lag.as_micros() as i64
+    }
+
+    /// Sequences until the task is aborted, every AUDIT_SEQUENCE_INTERVAL
+    /// and at once again after a full batch.
+    pub fn spawn(self: &Arc<Self>) -> JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let full = match log.tick().await {
+                    Ok(sequenced) => sequenced >= BATCH,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit sequencer: cannot sequence now; retrying");
+                        false
+                    }
+                };
+                if !full {
+                    tokio::select! {
+                        () = tokio::time::sleep(log.interval) => {}
+                        () = log.poke.notified() => {}
+                    }
+                }
+            }
+        })
+    }
+
+    /// One look: sequences a batch when events wait and this replica gets
+    /// the lock, then publishes the newest checkpoint's size. Returns how
+    /// many events it sequenced.
+    pub(super) async fn tick(&self) -> Result<i64> {
+        let mut conn = self.db.read().await?;
+        let waiting: bool = on_dialect!(conn.conn(), c => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_pending)").fetch_one(c).await?);
+        let latest = store::latest_checkpoint(conn.conn()).await?;
+        drop(conn);
+        let mut sequenced = 0;
+        let mut size = latest.as_ref().map_or(0, |c| c.tree_size);
+        if (waiting || latest.is_none())
+            && let Some((count, new_size)) = self.sequence_batch().await?
+        {
+            sequenced = count;
+            size = new_size;
+        }
+        let grew = self.size.send_if_modified(|known| {
+            let grew = size > *known;
+            *known = (*known).max(size);
+            grew
+        });
+        if grew || !waiting {
+            self.progress
+                .store(self.clock.now().unix_micros(), Ordering::Relaxed);
+        }
+        METRICS
+            .audit_tree_size
+            .get_or_create(&self.labels)
+            .set(self.size());
+        Ok(sequenced)
+    }
+
+    /// One batch in one transaction, under the sequencer lock; None when
+    /// another replica holds it.
+    async fn sequence_batch(&self) -> Result<Option<(i64, i64)>> {
+        let mut tx = self.db.begin().await?;
+        if !tx.try_lock(StartupLock::AuditSequencer).await? {
+            return Ok(None);
+        }
+        // Read after the lock: the previous holder's batch is committed.
+        let latest = store::latest_checkpoint(tx.conn()).await?;
+        let size = latest.as_ref().map_or(0, |c| c.tree_size);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_pending p JOIN audit_events e ON e.position = p.position \
+             LEFT JOIN audit_leaves l ON l.position = p.position ORDER BY p.position LIMIT $1"
+        );
+        let events: Vec<Record> = on_dialect!(tx.conn(), c => sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(BATCH).fetch_all(c).await?);
+        if events.is_empty() && latest.is_some() {
+            return Ok(Some((0, size)));
+        }
+        let mut frontier = frontier(&mut tx, size as u64).await?;
+        let now = self.clock.now();
+        let mut completed = Vec::with_capacity(events.len() * 2);
+        for (i, event) in events.iter().enumerate() {
+            if event.sequence.is_some() {
+                return Err(Error::internal(format!(
+                    "audit event at position {} is queued and already a leaf",
+                    event.position
+                )));
+            }
+            let sequence = size + 1 + i as i64;
+            frontier.push(
+                super::merkle::leaf_hash(&event.leaf(sequence)?),
+                &mut completed,
+            );
+        }
+        store::insert_nodes(&mut tx, &completed).await?;
+        insert_leaves(&mut tx, &events, size, now).await?;
+        let new_size = frontier.size() as i64;
+        let checkpoint = Checkpoint {
+            origin: self.origin().to_owned(),
+            size: frontier.size(),
+            root: frontier.root(),
+        };
+        let note = self.signer.sign(&checkpoint);
+        let insert = "INSERT INTO audit_checkpoints (tree_size, root_hash, note, signed_at) \
+                      VALUES ($1, $2, $3, $4)";
+        on_dialect!(&mut tx, t => sqlx::query(insert)
+            .bind(new_size)
+            .bind(&checkpoint.root[..])
+            .bind(&note)
+            .bind(now)
+            .execute(&mut **t)
+            .await
+            .map(|_| ())?);
+        tx.commit().await?;
+        let lag = METRICS.audit_lag.get_or_create(&self.labels);
+        for event in &events {
+            lag.observe(event.occurred_at.until(now).as_secs_f64());
+        }
+        drop(lag);
+        tracing::debug!(
+            size = new_size,
+            events = events.len(),
+            "audit log checkpoint signed"
+        );
+        Ok(Some((events.len() as i64, new_size)))
+    }
+
+    /// Waits until the event at `position` is a leaf under a checkpoint,
+    /// or `deadline` passes; its sequence if it is.
+    pub async fn sequenced(&self, position: i64, deadline: Duration) -> Result<Option<i64>> {
+        let mut size = self.subscribe();
+        self.poke.notify_one();
+        let wait = async {
+            loop {
+                let mut conn = self.db.read().await?;
+                if let Some(sequence) = store::sequence_of(conn.conn(), position).await? {
+                    return Ok(Some(sequence));
+                }
+                drop(conn);
+                if size.changed().await.is_err() {
+                    return Ok(None);
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(found) => found,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The newest checkpoint, signing the empty tree's first if there is none.
+    pub(super) async fn latest(&self) -> Result<StoredCheckpoint> {
+        let mut conn = self.db.read().await?;
+        if let Some(latest) = store::latest_checkpoint(conn.conn()).await? {
+            return Ok(latest);
+        }
+        drop(conn);
+        self.tick().await?;
+        let mut conn = self.db.read().await?;
+        store::latest_checkpoint(conn.conn())
+            .await?
+            .ok_or_else(|| Error::unavailable("the audit log has no checkpoint yet"))
+    }
+}
+
+/// The right edge of the tree of `size` leaves, from the stored nodes.
+async fn frontier(tx: &mut crate::db::Tx, size: u64) -> Result<Frontier> {
+    let nodes = Frontier::nodes_of(size);
+    let found = store::nodes(tx.conn(), &nodes).await?;
+    let hashes = nodes
+        .iter()
+        .map(|n| found.get(n).copied())
+        .collect::<Option<Vec<Hash>>>()
+        .ok_or_else(|| Error::internal("the audit tree's right edge is missing nodes"))?;
+    Frontier::new(size, hashes).ok_or_else(|| Error::internal("audit frontier of the wrong shape"))
+}
+
+/// Leaves `size + 1 ..` for `events`, and their queue entries removed.
+async fn insert_leaves(
+    tx: &mut crate::db::Tx,
+    events: &[Record],
+    size: i64,
+    now: Timestamp,
+) -> Result<()> {
+    const PER_QUERY: usize = 300;
+    for (n, chunk) in events.chunks(PER_QUERY).enumerate() {
+        let first = size + 1 + (n * PER_QUERY) as i64;
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let insert = format!(
+            "INSERT INTO audit_leaves (sequence, position, sequenced_at) VALUES {}",
+            tuples.join(", ")
+        );
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let dequeue = format!(
+            "DELETE FROM audit_pending WHERE position IN ({})",
+            marks.join(", ")
+        );
+        on_dialect!(&mut *tx, t => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert.as_str()));
+            for (i, event) in chunk.iter().enumerate() {
+                q = q.bind(first + i as i64).bind(event.position).bind(now);
+            }
+            q.execute(&mut **t).await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(dequeue.as_str()));
+            for event in chunk {
+                q = q.bind(event.position);
+            }
+            q.execute(&mut **t).await?;
+        });
+    }
+    Ok(())
+}
