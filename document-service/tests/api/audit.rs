@@ -758,3 +758,97 @@ async fn three_replicas_writing_at_once_make_one_consistent_log() {
         sequences.len()
     ));
 }
+
+/// A database of the version before the log: its hash-chained events become
+/// the log's first leaves, each with the sequence it had, in that order,
+/// whatever order the rows are stored in; nothing is lost.
+#[tokio::test]
+async fn chained_events_of_the_previous_version_become_the_first_leaves_in_order() {
+    let db = TestDb::fresh("legacy").await;
+    let dialect = if db.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let source = format!(
+        "{}/../migrations/document/{dialect}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let before = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "20261203000001" {
+            std::fs::copy(&path, before.path().join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(before.path()).await.unwrap();
+    let raw = Db::connect(&db.url, &Default::default()).await.unwrap();
+    on_dialect!(raw.writer(), p => migrator.run(p).await.unwrap());
+    let insert = "INSERT INTO audit_events (sequence, id, occurred_at, actor_id, actor_email, action, \
+                  target_type, target_id, outcome, request_id, client_addr, details, prev_hash, hash) \
+                  VALUES ($1, $2, $3, NULL, $4, 'document.uploaded', 'document', $5, 'success', 'r', \
+                  '127.0.0.1', $6, 'p', 'h')";
+    // Stored newest first, so that their order can only come from `sequence`.
+    for sequence in (1..=5_i64).rev() {
+        on_dialect!(raw.writer(), p => sqlx::query(insert)
+            .bind(sequence)
+            .bind(uuid::Uuid::now_v7())
+            .bind(shared::db::Timestamp::from_unix_micros(1_700_000_000_000_000 + sequence))
+            .bind(format!("old{sequence}@example.com"))
+            .bind(format!("doc-{sequence}"))
+            .bind(sqlx::types::Json(serde_json::json!({ "legacy": sequence })))
+            .execute(p)
+            .await
+            .map(|_| ())
+            .unwrap());
+    }
+    raw.close().await;
+
+    let auth = auth::spawn_app().await;
+    let docs = spawn_docs_on(doc_config(&auth, TokenValidation::Local), db).await;
+    let admin = auth.admin().await.access_token;
+    let owner = auth.user("new@example.com").await.access_token;
+    upload(&docs, &owner, "after the upgrade", b"new", 1024)
+        .await
+        .unwrap();
+    let report = verified_log(&docs.channel, &admin).await;
+    assert!(report.valid, "{report:?}");
+    let mut events = audit_events(&docs.channel, &admin, "document.uploaded").await;
+    events.sort_by_key(|e| e.sequence);
+    let newest = events.pop().unwrap();
+    assert_eq!(
+        (newest.sequence, newest.actor_email.as_str()),
+        (6, "new@example.com"),
+        "the next event follows them"
+    );
+    let kept: Vec<(i64, String)> = events
+        .iter()
+        .map(|e| (e.sequence, e.actor_email.clone()))
+        .collect();
+    let expected: Vec<(i64, String)> = (1..=5)
+        .map(|s| (s, format!("old{s}@example.com")))
+        .collect();
+    assert_eq!(kept, expected);
+    let (_, vkey) = checkpoint(&docs).await;
+    let proof = docs
+        .audit()
+        .get_inclusion_proof(bearer(
+            GetInclusionProofRequest {
+                sequence: 3,
+                tree_size: 0,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let leaf: serde_json::Value = serde_json::from_slice(&proof.leaf).unwrap();
+    assert_eq!(leaf["details"]["legacy"], 3);
+    assert!(Outsider::new(&vkey).included(
+        &proof.leaf,
+        proof.leaf_index as u64,
+        &proof.checkpoint.unwrap().note,
+        &proof.audit_path
+    ));
+}

@@ -481,3 +481,94 @@ async fn bad_settings_stop_the_service_naming_them() {
         assert!(!text.contains("listening"), "{setting}={value}: {text}");
     }
 }
+
+/// One small upload through `channel`; whether it was answered OK.
+async fn small_upload(channel: &Channel, token: &str, title: String) -> bool {
+    let messages = vec![metadata(&title), chunk(b"small")];
+    DocumentServiceClient::new(channel.clone())
+        .upload_document(bearer(tokio_stream::iter(messages), token))
+        .await
+        .is_ok()
+}
+
+/// kill -9 of the replica that sequences, three times under load: another
+/// replica takes sequencing over (the killed one's batch rolls back with
+/// its connection, and its lock with it), and the log that results has
+/// every committed event exactly once, gapless, its tree and checkpoints
+/// intact. The eager replica looks every 5 ms, the one that survives every
+/// 250 ms, so it is the eager one that is killed mid-batch, as a rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_sequencer_hands_sequencing_to_another_replica() {
+    let auth = auth::spawn_app().await;
+    let admin = auth.admin().await.access_token;
+    let owner = auth.user("kill@example.com").await.access_token;
+    let db = TestDb::fresh("dockill").await;
+    let url = format!("http://{}", auth.addr);
+    let interval = |i: &str| [("AUDIT_SEQUENCE_INTERVAL", i.to_owned())];
+    let survivor = start_docs(&db, &auth, url.clone(), &interval("250ms")).await;
+    let survivor_channel = connect_when_ready(survivor.addr).await;
+    let mut handovers = Vec::new();
+    for round in 0..3 {
+        let mut eager = start_docs(&db, &auth, url.clone(), &interval("5ms")).await;
+        let eager_channel = connect_when_ready(eager.addr).await;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (channel, token) = if w % 2 == 0 {
+                    (eager_channel.clone(), owner.clone())
+                } else {
+                    (survivor_channel.clone(), owner.clone())
+                };
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        small_upload(&channel, &token, format!("k{round}.{w}.{i}")).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        eager.kill();
+        let killed = shared::clock::monotonic();
+        for writer in &writers {
+            writer.abort();
+        }
+        // The first event written after the kill, and when it is a leaf.
+        let title = format!("after kill {round}");
+        assert!(small_upload(&survivor_channel, &owner, title.clone()).await);
+        loop {
+            let events =
+                testkit::audit_events(&survivor_channel, &admin, "document.uploaded").await;
+            if !events.is_empty() && events.iter().all(|e| !e.pending) {
+                let sequenced = events.iter().any(|e| e.details_json.contains(&title));
+                if sequenced {
+                    break;
+                }
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(10),
+                "no handover: {}",
+                survivor.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        handovers.push(killed.elapsed());
+    }
+    let report = verified_log(&survivor_channel, &admin).await;
+    assert!(report.valid, "{report:?}");
+    let leaves = count(&db, "audit_leaves").await;
+    assert_eq!(leaves, count(&db, "audit_events").await, "every event once");
+    assert_eq!(
+        count(&db, "documents").await,
+        count(&db, "audit_events WHERE action = 'document.uploaded'").await,
+        "each committed upload has its event in the log"
+    );
+    assert_eq!(report.events_checked, leaves);
+    let slowest = handovers.iter().max().copied().unwrap_or_default();
+    testkit::measured(format_args!(
+        "kill -9 of the sequencing replica: sequencing resumed after {handovers:?} ({leaves} events, {} checkpoints checked)",
+        report.checkpoints_checked
+    ));
+    assert!(
+        slowest < Duration::from_secs(5),
+        "handover took {slowest:?}"
+    );
+}
