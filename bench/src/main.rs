@@ -17,6 +17,7 @@ mod report;
 mod rss;
 mod scenarios;
 mod stack;
+mod writes;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -47,7 +48,11 @@ enum Scenario {
     Get,
     /// ListDocuments: a page of 50.
     List,
-    /// UploadDocument of 4 KiB: write and audit event in one transaction.
+    /// An upload's statements straight to the database (no gRPC, no
+    /// layer): the ceiling of `upload`.
+    FreeWrite,
+    /// UploadDocument of 4 KiB: write and audit event in one transaction;
+    /// the audit log's sequencing lag measured meanwhile.
     Upload,
     /// VerifyDocument on fresh pending documents: state change and audit.
     Review,
@@ -97,7 +102,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,health,me,validate,get,list,upload,review,login,storm,rss"
+        default_value = "echo,health,me,validate,get,list,free-write,upload,review,login,storm,rss"
     )]
     scenarios: Vec<Scenario>,
 
@@ -243,6 +248,7 @@ async fn measure(
         seed,
     };
     let cores = report.machine.cores;
+    let mut free_write = None;
     for &scenario in &cli.scenarios {
         let name = scenario
             .to_possible_value()
@@ -281,10 +287,31 @@ async fn measure(
                 scenarios::list(&ctx).await?,
                 "ListDocuments: a page of 50".to_owned(),
             ),
+            Scenario::FreeWrite => {
+                let db = shared::db::Db::connect(&dbs.documents_url, &stack.document_pool)
+                    .await
+                    .map_err(|e| format!("free-write pool: {e}"))?;
+                let measured = writes::free_write(&ctx, db.clone()).await?;
+                db.close().await;
+                free_write = Some(measured.rps());
+                (
+                    "free-write",
+                    measured,
+                    "an upload's statements (row, chunk, audit event) in one transaction, through a pool like document-service's: no gRPC, no layer".to_owned(),
+                )
+            }
             Scenario::Upload => {
-                let measured = scenarios::upload_small(&ctx).await?;
-                let mut note =
-                    "UploadDocument, 4 KiB: row, chunk, audit event in one transaction".to_owned();
+                let (measured, lag) = scenarios::upload_small(&ctx).await?;
+                let mut note = format!(
+                    "UploadDocument, 4 KiB: row, chunk, audit event in one transaction; sequencing lag (answer → leaf, via WatchAuditEvents) p50 {:.0} ms, p99 {:.0} ms over {} uploads{}",
+                    lag.p50.as_secs_f64() * 1e3,
+                    lag.p99.as_secs_f64() * 1e3,
+                    lag.samples,
+                    if lag.missing > 0 { format!(", {} never arrived", lag.missing) } else { String::new() }
+                );
+                if let Some(free) = free_write {
+                    note += &format!("; {:.2}× free-write", measured.rps() / free);
+                }
                 if let Some(scratch) = &dbs.scratch_url {
                     eprintln!("bench: single-row INSERT transactions on PostgreSQL");
                     // From one client too: commits one after the other, as

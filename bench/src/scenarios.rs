@@ -28,6 +28,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::{
     load::{self, Failure, Measured, Plan},
     stack::{ADMIN_EMAIL, ADMIN_PASSWORD},
+    writes::{Lag, LagWatch},
 };
 
 /// `authorization: Bearer <token>`, parsed once and cloned per call.
@@ -39,7 +40,7 @@ const PASSWORD: &str = "quartz violin meadow lantern";
 const SEEDED_DOCUMENTS: usize = 200;
 const PAGE_SIZE: usize = 50;
 /// The `upload` scenario's document size.
-const SMALL_DOCUMENT: usize = 4 * 1024;
+pub(crate) const SMALL_DOCUMENT: usize = 4 * 1024;
 /// Upload chunk size on the wire (the test helpers' choice too).
 const UPLOAD_CHUNK: usize = 64 * 1024;
 /// Uploads in flight while seeding.
@@ -55,6 +56,8 @@ pub(crate) struct Clients {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Seed {
+    /// An admin's token: `audit:read`, for the audit log's lag.
+    pub admin: Bearer,
     pub reader: Bearer,
     /// The reader's access token itself, for ValidateToken.
     pub reader_token: Arc<str>,
@@ -76,7 +79,7 @@ fn pick<T: Clone>(items: &[T], i: usize) -> T {
     items[i % items.len()].clone()
 }
 
-fn authed<T>(message: T, bearer: &Bearer) -> Request<T> {
+pub(crate) fn authed<T>(message: T, bearer: &Bearer) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
@@ -134,6 +137,7 @@ pub(crate) async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, 
     })
     .await?;
     Ok(Seed {
+        admin,
         reader,
         reader_token,
         verifier,
@@ -343,19 +347,23 @@ pub(crate) async fn list(ctx: &Ctx) -> Result<Measured, String> {
 }
 
 /// `upload`: UploadDocument of 4 KiB (row, chunk and audit event in one
-/// transaction).
-pub(crate) async fn upload_small(ctx: &Ctx) -> Result<Measured, String> {
+/// transaction), and how long each upload's event took to be sequenced.
+pub(crate) async fn upload_small(ctx: &Ctx) -> Result<(Measured, Lag), String> {
     let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
-    load::run(ctx.plan, ctx.concurrency, move |worker, n| {
-        let (channel, reader) = (pick(&channels, worker), reader.clone());
+    let watch = LagWatch::start(pick(&channels, 0), &ctx.seed.admin).await?;
+    let times = watch.times.clone();
+    let measured = load::run(ctx.plan, ctx.concurrency, move |worker, n| {
+        let (channel, reader, times) = (pick(&channels, worker), reader.clone(), times.clone());
         async move {
             let title = format!("upload {worker}-{n}");
-            upload(channel, &reader, title, SMALL_DOCUMENT, worker)
-                .await
-                .map(drop)
+            let id = upload(channel, &reader, title, SMALL_DOCUMENT, worker).await?;
+            LagWatch::answered(&times, id);
+            Ok(())
         }
     })
-    .await
+    .await?;
+    let lag = watch.finish(std::time::Duration::from_secs(5)).await?;
+    Ok((measured, lag))
 }
 
 /// Fresh pending documents for `review`: the reader uploads 1-byte ones flat

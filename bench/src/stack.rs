@@ -45,6 +45,8 @@ pub(crate) struct Stack {
     pub echo: SocketAddr,
     pub auth: SocketAddr,
     pub documents: SocketAddr,
+    /// document-service's pool settings, for the `free-write` baseline.
+    pub document_pool: shared::db::PoolConfig,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, Task)>,
     /// Holds document-service's service account credentials file.
@@ -62,6 +64,7 @@ impl Stack {
             echo: unbound,
             auth: unbound,
             documents: unbound,
+            document_pool: shared::db::PoolConfig::default(),
             stop,
             tasks: Vec::new(),
             credentials: tempfile::tempdir().map_err(|e| e.to_string())?,
@@ -135,6 +138,7 @@ impl Stack {
         documents.database_url = dbs.documents_url.clone();
         documents.auth_service_url = format!("http://{}", self.auth);
         documents.client_credentials_file = Some(credentials);
+        self.document_pool = shared::cli::ServiceConfig::database(&documents).pool;
         let listener = bind()?;
         self.documents = local_addr(&listener)?;
         let shutdown = until(stopped.clone());

@@ -1,7 +1,9 @@
 //! Receiving an upload with bounded memory.
 //!
-//! The stream is spooled to an anonymous temporary file (deleted by the OS
-//! when dropped) while its size and SHA-256 are computed; only then does one
+//! The stream is spooled while its size and SHA-256 are computed: in memory
+//! up to one stored chunk (most documents, and no file system round trips
+//! for them), past that to an anonymous temporary file (deleted by the OS
+//! when dropped), so memory stays bounded at any size. Only then does one
 //! short transaction store row, chunks and audit event. A failed, cancelled
 //! or over-limit upload therefore leaves nothing behind, and a slow client
 //! never holds a database transaction (on SQLite, the writer) open.
@@ -93,13 +95,63 @@ fn content_type(raw: &str) -> Result<String> {
     Ok(value)
 }
 
-/// A received upload, waiting on disk to be stored.
+/// A received upload, waiting to be stored.
 #[derive(Debug)]
 pub(super) struct Spooled {
     pub metadata: Metadata,
     pub size_bytes: i64,
     pub sha256: String,
-    file: tokio::fs::File,
+    body: Body,
+}
+
+/// Where a received upload waits.
+#[derive(Debug)]
+enum Body {
+    /// At most one chunk, handed out once.
+    Memory(Option<Vec<u8>>),
+    File(tokio::fs::File),
+}
+
+/// Spools to memory up to [`CHUNK_BYTES`], then to a temporary file.
+#[derive(Debug, Default)]
+struct Spool {
+    head: Vec<u8>,
+    file: Option<tokio::fs::File>,
+}
+
+impl Spool {
+    async fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        if self.file.is_none() && self.head.len() + chunk.len() <= CHUNK_BYTES {
+            self.head.extend_from_slice(chunk);
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let file = tokio::task::spawn_blocking(tempfile::tempfile)
+                    .await
+                    .map_err(Error::internal)?
+                    .map_err(Error::internal)?;
+                let mut file = tokio::fs::File::from_std(file);
+                file.write_all(&std::mem::take(&mut self.head))
+                    .await
+                    .map_err(Error::internal)?;
+                self.file.insert(file)
+            }
+        };
+        file.write_all(chunk).await.map_err(Error::internal)
+    }
+
+    async fn finish(self) -> Result<Body> {
+        match self.file {
+            None => Ok(Body::Memory(Some(self.head))),
+            Some(mut file) => {
+                file.flush().await.map_err(Error::internal)?;
+                file.rewind().await.map_err(Error::internal)?;
+                Ok(Body::File(file))
+            }
+        }
+    }
 }
 
 fn too_large() -> Error {
@@ -128,11 +180,7 @@ async fn receive(
     };
     let metadata = Metadata::try_from(&metadata)?;
 
-    let file = tokio::task::spawn_blocking(tempfile::tempfile)
-        .await
-        .map_err(Error::internal)?
-        .map_err(Error::internal)?;
-    let mut file = tokio::fs::File::from_std(file);
+    let mut spool = Spool::default();
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     while let Some(message) = stream.next().await {
@@ -144,7 +192,7 @@ async fn receive(
                     return Err(too_large());
                 }
                 hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(Error::internal)?;
+                spool.write(&chunk).await?;
             }
             Some(Payload::Metadata(_)) => {
                 return Err(Error::invalid(
@@ -155,13 +203,11 @@ async fn receive(
             None => return Err(Error::invalid("chunk", "a message must carry a chunk")),
         }
     }
-    file.flush().await.map_err(Error::internal)?;
-    file.rewind().await.map_err(Error::internal)?;
     Ok(Spooled {
         metadata,
         size_bytes: i64::try_from(size).map_err(Error::internal)?,
         sha256: shared::audit::hex(&hasher.finalize()),
-        file,
+        body: spool.finish().await?,
     })
 }
 
@@ -174,12 +220,18 @@ fn cancelled(status: tonic::Status) -> Error {
 impl Spooled {
     /// The next stored chunk (at most [`CHUNK_BYTES`]), `None` at the end.
     pub(super) async fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+        let file = match &mut self.body {
+            Body::Memory(head) => {
+                *buf = head.take().unwrap_or_default();
+                return Ok(!buf.is_empty());
+            }
+            Body::File(file) => file,
+        };
         buf.clear();
         buf.resize(CHUNK_BYTES, 0);
         let mut filled = 0;
         while filled < CHUNK_BYTES {
-            let n = self
-                .file
+            let n = file
                 .read(&mut buf[filled..])
                 .await
                 .map_err(Error::internal)?;

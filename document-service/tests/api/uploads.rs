@@ -99,6 +99,33 @@ async fn sixteen_mebibytes_round_trip() {
     // a time; the benchmark measures the memory this keeps bounded.
 }
 
+/// Sizes on each side of the spool's switch from memory to a file (one
+/// stored chunk, 256 KiB), sent in pieces that straddle it or not, come
+/// back byte for byte.
+#[tokio::test]
+async fn sizes_around_the_in_memory_spool_round_trip() {
+    let stack = spawn_stack(TokenValidation::Local).await;
+    let (owner, _) = stack.user_with_roles("edges@example.com", &["user"]).await;
+    let chunk = 256 * 1024;
+    for (size, piece) in [
+        (1, 1024),
+        (chunk - 1, 1000),
+        (chunk, 64 * 1024),
+        (chunk, 1000),
+        (chunk + 1, 64 * 1024),
+        (2 * chunk + 3, 1000),
+    ] {
+        let content: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+        let doc = upload(&stack.docs, &owner, "edge", &content, piece)
+            .await
+            .unwrap();
+        assert_eq!(doc.size_bytes, size as i64);
+        assert_eq!(doc.sha256, sha256_hex(&content), "{size} in {piece}");
+        let back = stack.download(&owner, &doc.id).await.unwrap();
+        assert!(back == content, "{size} bytes in pieces of {piece}");
+    }
+}
+
 #[tokio::test]
 async fn upload_metadata_is_validated() {
     let stack = spawn_stack(TokenValidation::Local).await;
