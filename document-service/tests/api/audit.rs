@@ -852,3 +852,82 @@ async fn chained_events_of_the_previous_version_become_the_first_leaves_in_order
         &proof.audit_path
     ));
 }
+
+/// `audit export` writes a log as JSON lines through WatchAuditEvents and
+/// `audit verify` recomputes it offline: an intact export passes, one with
+/// a leaf changed or an event dropped fails, naming the line.
+#[tokio::test]
+async fn the_shipped_binary_exports_a_log_and_verifies_the_export() {
+    let stack = spawn_stack(TokenValidation::Local).await;
+    let admin = stack.admin().await;
+    let (owner, _) = stack.user_with_roles("export@example.com", &["user"]).await;
+    for i in 0..5 {
+        stack.upload(&owner, &format!("e{i}"), b"e").await.unwrap();
+    }
+    assert!(verified_log(&stack.docs.channel, &admin).await.valid);
+    let (_, vkey) = checkpoint(&stack.docs).await;
+    let bin = env!("CARGO_BIN_EXE_document-service");
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("log.jsonl");
+    // Off the runtime: the service it calls runs on this test's runtime.
+    let mut command = std::process::Command::new(bin);
+    command
+        .args(["audit", "export", "--addr", &stack.docs.addr_url(), "--out"])
+        .arg(&export)
+        .env("DOCVERIFY_TOKEN", &admin);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify = |file: &std::path::Path| {
+        let out = std::process::Command::new(bin)
+            .args(["audit", "verify"])
+            .arg(file)
+            .args(["--key", &vkey])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = verify(&export);
+    assert!(ok, "{said}");
+    assert!(said.contains("OK: 5 events"), "{said}");
+
+    let lines: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let third = lines.iter().position(|l| l.contains("\"event\"")).unwrap() + 2;
+    let mut event: serde_json::Value = serde_json::from_str(&lines[third]).unwrap();
+    let leaf = STANDARD
+        .decode(event["event"]["leaf"].as_str().unwrap())
+        .unwrap();
+    let edited = String::from_utf8(leaf)
+        .unwrap()
+        .replace("export@example.com", "exporx@example.com");
+    event["event"]["leaf"] = STANDARD.encode(edited).into();
+    let mut tampered = lines.clone();
+    tampered[third] = event.to_string();
+    let file = dir.path().join("tampered.jsonl");
+    std::fs::write(&file, tampered.join("\n")).unwrap();
+    let (ok, said) = verify(&file);
+    assert!(!ok && said.contains("rewritten"), "an edited leaf: {said}");
+
+    let mut dropped = lines.clone();
+    dropped.remove(third);
+    std::fs::write(&file, dropped.join("\n")).unwrap();
+    let (ok, said) = verify(&file);
+    assert!(
+        !ok && said.contains("expected the event of sequence"),
+        "a dropped event: {said}"
+    );
+}

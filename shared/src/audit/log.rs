@@ -54,7 +54,21 @@ pub struct Log {
     stopping: watch::Sender<bool>,
     /// Wakes this replica's sequencer before its interval is up.
     poke: tokio::sync::Notify,
+    /// Sequences this replica gave lately, by position, so that a review
+    /// waiting for its receipt is told without a query per batch.
+    recent: std::sync::Mutex<Recent>,
 }
+
+/// The newest batches this replica sequenced, and the size they reached.
+#[derive(Debug, Default)]
+struct Recent {
+    sequences: std::collections::HashMap<i64, i64>,
+    size: i64,
+}
+
+/// Positions kept in [`Recent`]; past it the oldest half is forgotten (a
+/// waiter for one of those asks the database).
+const RECENT: usize = 8192;
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +136,7 @@ impl Log {
             progress: AtomicI64::new(now),
             stopping: watch::Sender::new(false),
             poke: tokio::sync::Notify::new(),
+            recent: std::sync::Mutex::new(Recent::default()),
         }))
     }
 
@@ -191,13 +206,13 @@ impl Log {
     /// the lock, then publishes the newest checkpoint's size. Returns how
     /// many events it sequenced.
     pub(super) async fn tick(&self) -> Result<i64> {
-        let mut conn = self.db.read().await?;
-        let waiting: bool = on_dialect!(conn.conn(), c => sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM audit_pending)").fetch_one(c).await?);
-        let latest = store::latest_checkpoint(conn.conn()).await?;
-        drop(conn);
+        // One round trip: whether events wait, and the signed size.
+        let look = "SELECT EXISTS (SELECT 1 FROM audit_pending), \
+                    (SELECT MAX(tree_size) FROM audit_checkpoints)";
+        let (waiting, latest): (bool, Option<i64>) =
+            on_dialect!(self.db.reader(), p => sqlx::query_as(look).fetch_one(p).await?);
         let mut sequenced = 0;
-        let mut size = latest.as_ref().map_or(0, |c| c.tree_size);
+        let mut size = latest.unwrap_or(0);
         if (waiting || latest.is_none())
             && let Some((count, new_size)) = self.sequence_batch().await?
         {
@@ -274,6 +289,16 @@ impl Log {
             .await
             .map(|_| ())?);
         tx.commit().await?;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.sequences.len() > RECENT {
+                let keep_from = size - (RECENT / 2) as i64;
+                recent.sequences.retain(|_, sequence| *sequence > keep_from);
+            }
+            for (i, event) in events.iter().enumerate() {
+                recent.sequences.insert(event.position, size + 1 + i as i64);
+            }
+            recent.size = new_size;
+        }
         let lag = METRICS.audit_lag.get_or_create(&self.labels);
         for event in &events {
             lag.observe(event.occurred_at.until(now).as_secs_f64());
@@ -288,17 +313,31 @@ impl Log {
     }
 
     /// Waits until the event at `position` is a leaf under a checkpoint,
-    /// or `deadline` passes; its sequence if it is.
+    /// or `deadline` passes; its sequence if it is. It asks the database
+    /// once, then again only when another replica grew the log: what this
+    /// replica sequences it learns from memory.
     pub async fn sequenced(&self, position: i64, deadline: Duration) -> Result<Option<i64>> {
         let mut size = self.subscribe();
         self.poke.notify_one();
         let wait = async {
+            let mut ask = true;
             loop {
-                let mut conn = self.db.read().await?;
-                if let Some(sequence) = store::sequence_of(conn.conn(), position).await? {
-                    return Ok(Some(sequence));
+                let local = match self.recent.lock() {
+                    Ok(recent) => {
+                        if let Some(&sequence) = recent.sequences.get(&position) {
+                            return Ok(Some(sequence));
+                        }
+                        recent.size
+                    }
+                    Err(_) => 0,
+                };
+                if ask || *size.borrow() > local {
+                    let mut conn = self.db.read().await?;
+                    if let Some(sequence) = store::sequence_of(conn.conn(), position).await? {
+                        return Ok(Some(sequence));
+                    }
+                    ask = false;
                 }
-                drop(conn);
                 if size.changed().await.is_err() {
                     return Ok(None);
                 }
@@ -347,17 +386,13 @@ async fn insert_leaves(
     const PER_QUERY: usize = 300;
     for (n, chunk) in events.chunks(PER_QUERY).enumerate() {
         let first = size + 1 + (n * PER_QUERY) as i64;
-        let tuples: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
         let insert = format!(
             "INSERT INTO audit_leaves (sequence, position, sequenced_at) VALUES {}",
-            tuples.join(", ")
+            store::placeholders(chunk.len(), 3, 1)
         );
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let dequeue = format!(
             "DELETE FROM audit_pending WHERE position IN ({})",
-            marks.join(", ")
+            store::placeholders(chunk.len(), 1, 1)
         );
         on_dialect!(&mut *tx, t => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(insert.as_str()));

@@ -119,32 +119,56 @@ pub fn consistency_ranges(first: u64, second: u64) -> Vec<(u64, u64)> {
     ranges
 }
 
+/// The walk from a leaf to the root that both proof checks of RFC 9162
+/// (sections 2.1.3.2 and 2.1.4.2) make: `f_n` the node's index, `s_n` the
+/// last index, at each level.
+struct Walk {
+    f_n: u64,
+    s_n: u64,
+}
+
+impl Walk {
+    /// Whether the next proof hash is the left sibling; None when the walk
+    /// has reached the root already (a proof too long).
+    fn next(&mut self) -> Option<bool> {
+        if self.s_n == 0 {
+            return None;
+        }
+        let left = self.f_n & 1 == 1 || self.f_n == self.s_n;
+        if left && self.f_n & 1 == 0 {
+            while self.f_n & 1 == 0 && self.f_n != 0 {
+                self.f_n >>= 1;
+                self.s_n >>= 1;
+            }
+        }
+        self.f_n >>= 1;
+        self.s_n >>= 1;
+        Some(left)
+    }
+
+    fn at_root(&self) -> bool {
+        self.s_n == 0
+    }
+}
+
 /// Checks an inclusion proof (RFC 9162 section 2.1.3.2).
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root: &Hash) -> bool {
     if index >= size {
         return false;
     }
-    let (mut f_n, mut s_n) = (index, size - 1);
+    let mut walk = Walk {
+        f_n: index,
+        s_n: size - 1,
+    };
     let mut r = *leaf;
     for p in path {
-        if s_n == 0 {
-            return false;
+        match walk.next() {
+            Some(true) => r = node_hash(p, &r),
+            Some(false) => r = node_hash(&r, p),
+            None => return false,
         }
-        if f_n & 1 == 1 || f_n == s_n {
-            r = node_hash(p, &r);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
     }
-    s_n == 0 && r == *root
+    walk.at_root() && r == *root
 }
 
 /// Checks a consistency proof (RFC 9162 section 2.1.4.2).
@@ -174,32 +198,26 @@ pub fn verify_consistency(
     let Some((&start, rest)) = path.split_first() else {
         return false;
     };
-    let (mut f_n, mut s_n) = (first - 1, second - 1);
-    while f_n & 1 == 1 {
-        f_n >>= 1;
-        s_n >>= 1;
+    let mut walk = Walk {
+        f_n: first - 1,
+        s_n: second - 1,
+    };
+    while walk.f_n & 1 == 1 {
+        walk.f_n >>= 1;
+        walk.s_n >>= 1;
     }
     let (mut fr, mut sr) = (start, start);
     for c in rest {
-        if s_n == 0 {
-            return false;
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
+        match walk.next() {
+            Some(true) => {
+                fr = node_hash(c, &fr);
+                sr = node_hash(c, &sr);
             }
-        } else {
-            sr = node_hash(&sr, c);
+            Some(false) => sr = node_hash(&sr, c),
+            None => return false,
         }
-        f_n >>= 1;
-        s_n >>= 1;
     }
-    fr == *first_root && sr == *second_root && s_n == 0
+    fr == *first_root && sr == *second_root && walk.at_root()
 }
 
 /// The right edge of a tree: its complete subtrees, largest first, which is

@@ -272,16 +272,31 @@ pub(super) async fn sequence_of(mut conn: Conn<'_>, position: i64) -> Result<Opt
 /// Most node lookups of one statement (two binds each).
 const NODES_PER_QUERY: usize = 400;
 
+/// `($1, $2), ($3, $4), ...`: `rows` tuples of `columns` numbered binds
+/// from `$first` (a tuple of one is a bare `$n`).
+pub(super) fn placeholders(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let binds: Vec<String> = (0..columns)
+                .map(|c| format!("${}", first + row * columns + c))
+                .collect();
+            if columns == 1 {
+                binds.concat()
+            } else {
+                format!("({})", binds.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The hashes of stored complete subtrees, by node.
 pub(super) async fn nodes(mut conn: Conn<'_>, wanted: &[Node]) -> Result<HashMap<Node, Hash>> {
     let mut found = HashMap::with_capacity(wanted.len());
     for chunk in wanted.chunks(NODES_PER_QUERY) {
-        let tuples: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
         let sql = format!(
             "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN (VALUES {})",
-            tuples.join(", ")
+            placeholders(chunk.len(), 2, 1)
         );
         let rows: Vec<(i32, i64, Vec<u8>)> = on_dialect!(conn.reborrow(), c => {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
@@ -332,12 +347,9 @@ pub(super) async fn range_hashes(conn: Conn<'_>, ranges: &[(u64, u64)]) -> Resul
 /// Inserts completed subtrees, a few hundred rows per statement.
 pub(super) async fn insert_nodes(tx: &mut Tx, completed: &[(Node, Hash)]) -> Result<()> {
     for chunk in completed.chunks(NODES_PER_QUERY) {
-        let tuples: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
         let sql = format!(
             "INSERT INTO audit_nodes (level, idx, hash) VALUES {}",
-            tuples.join(", ")
+            placeholders(chunk.len(), 3, 1)
         );
         on_dialect!(tx, t => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
@@ -358,11 +370,10 @@ pub async fn latest_about(
     target_id: &str,
     actions: &[super::Action],
 ) -> Result<Option<i64>> {
-    let marks: Vec<String> = (0..actions.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
         "SELECT position FROM audit_events WHERE target_id = $1 AND target_type = $2 \
          AND action IN ({}) ORDER BY position DESC LIMIT 1",
-        marks.join(", ")
+        placeholders(actions.len(), 1, 3)
     );
     Ok(on_dialect!(conn.reborrow(), c => {
         let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(target_id).bind(target_type);
@@ -371,4 +382,13 @@ pub async fn latest_about(
         }
         q.fetch_optional(c).await?
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_every_bind_once() {
+        assert_eq!(super::placeholders(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::placeholders(3, 1, 3), "$3, $4, $5");
+    }
 }
