@@ -306,6 +306,118 @@ mod tests {
         mth(&leaves[a as usize..b as usize])
     }
 
+    fn unhex(s: &str) -> Hash {
+        let bytes: Vec<u8> = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect();
+        bytes.try_into().unwrap()
+    }
+
+    /// The reference tree of RFC 6962's test vectors, which Certificate
+    /// Transparency implementations share: the roots of its first 1 to 8
+    /// leaves, and the empty tree's (SHA-256 of nothing).
+    #[test]
+    fn roots_match_the_certificate_transparency_test_vectors() {
+        let leaves: [&[u8]; 8] = [
+            b"",
+            b"\x00",
+            b"\x10",
+            b"\x20\x21",
+            b"\x30\x31",
+            b"\x40\x41\x42\x43",
+            b"\x50\x51\x52\x53\x54\x55\x56\x57",
+            b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
+        ];
+        let roots = [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        assert_eq!(
+            empty_root(),
+            unhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+        let mut frontier = Frontier::default();
+        let mut completed = Vec::new();
+        for (leaf, root) in leaves.iter().zip(roots) {
+            frontier.push(leaf_hash(leaf), &mut completed);
+            assert_eq!(frontier.root(), unhex(root), "size {}", frontier.size());
+        }
+    }
+
+    /// From the empty tree, to itself, or backwards, there is nothing to
+    /// prove (GetConsistencyProof takes a first size of 0).
+    #[test]
+    fn consistency_from_nothing_or_to_the_same_size_is_empty() {
+        for n in 0..20 {
+            assert!(consistency_ranges(0, n).is_empty());
+            assert!(consistency_ranges(n, n).is_empty());
+            assert!(consistency_ranges(n + 1, n).is_empty());
+        }
+        let root = leaf_hash(b"x");
+        assert!(verify_consistency(0, 5, &empty_root(), &root, &[]));
+        assert!(!verify_consistency(0, 5, &empty_root(), &root, &[root]));
+        assert!(!verify_consistency(3, 2, &root, &root, &[]));
+        let other = leaf_hash(b"y");
+        assert!(verify_consistency(4, 4, &root, &root, &[]));
+        assert!(
+            !verify_consistency(4, 4, &root, &other, &[]),
+            "a fork at one size"
+        );
+        assert!(!verify_consistency(4, 4, &root, &root, &[root]));
+    }
+
+    /// An inner node passed off as a leaf, with the rest of the path above
+    /// it, leads to the root too: only the walk ending exactly at the root
+    /// refuses it (and the root itself as a leaf with no path).
+    #[test]
+    fn an_inner_node_is_not_a_leaf() {
+        let all = leaves(4);
+        let left = node_hash(&all[0], &all[1]);
+        let right = node_hash(&all[2], &all[3]);
+        let root = node_hash(&left, &right);
+        assert!(verify_inclusion(&all[0], 0, 4, &[all[1], right], &root));
+        assert!(!verify_inclusion(&left, 0, 4, &[right], &root));
+        assert!(!verify_inclusion(&root, 0, 4, &[], &root));
+    }
+
+    /// A frontier rebuilt from the stored nodes of its size (what each
+    /// batch of the sequencer does) goes on exactly as the one it was read
+    /// from, and counts its leaves.
+    #[test]
+    fn a_frontier_rebuilt_from_its_nodes_goes_on_alike() {
+        let all = leaves(40);
+        for cut in [0usize, 1, 5, 8, 13, 21] {
+            let mut original = Frontier::default();
+            let mut completed = Vec::new();
+            for leaf in &all[..cut] {
+                original.push(*leaf, &mut completed);
+            }
+            assert_eq!(original.size(), cut as u64);
+            let nodes = Frontier::nodes_of(cut as u64);
+            assert_eq!(nodes.len(), (cut as u64).count_ones() as usize);
+            let hashes: Vec<Hash> = nodes
+                .iter()
+                .map(|n| completed.iter().find(|(c, _)| c == n).unwrap().1)
+                .collect();
+            let mut rebuilt = Frontier::new(cut as u64, hashes).unwrap();
+            assert!(Frontier::new(cut as u64 + 1, Vec::new()).is_none());
+            let mut sink = Vec::new();
+            for leaf in &all[cut..] {
+                original.push(*leaf, &mut sink);
+                rebuilt.push(*leaf, &mut sink);
+                assert_eq!(rebuilt.root(), original.root());
+                assert_eq!(rebuilt.size(), original.size());
+            }
+        }
+    }
+
     #[test]
     fn frontier_roots_match_the_recursive_definition() {
         let all = leaves(70);

@@ -170,6 +170,19 @@ impl NoteVerifier {
     /// The checkpoint in `note` when this key signed it and its origin is
     /// the key's name.
     pub fn open(&self, note: &str) -> Result<Checkpoint, String> {
+        let checkpoint = Checkpoint::parse(self.verify(note)?)?;
+        if checkpoint.origin != self.name {
+            return Err(format!(
+                "the checkpoint is of {}, not of {}",
+                checkpoint.origin, self.name
+            ));
+        }
+        Ok(checkpoint)
+    }
+
+    /// The text of `note` when this key signed it (any signed note, not
+    /// only a checkpoint).
+    pub fn verify<'n>(&self, note: &'n str) -> Result<&'n str, String> {
         let split = note
             .find("\n\n")
             .ok_or("a signed note has its text, a blank line, then signatures")?;
@@ -196,14 +209,7 @@ impl NoteVerifier {
                 self.name
             ));
         }
-        let checkpoint = Checkpoint::parse(text)?;
-        if checkpoint.origin != self.name {
-            return Err(format!(
-                "the checkpoint is of {}, not of {}",
-                checkpoint.origin, self.name
-            ));
-        }
-        Ok(checkpoint)
+        Ok(text)
     }
 }
 
@@ -233,6 +239,61 @@ mod tests {
         assert!(other.open(&note).is_err());
         let forged = note.replace("\n7\n", "\n8\n");
         assert!(verifier.open(&forged).is_err());
+    }
+
+    /// The example of Go's golang.org/x/mod/sumdb/note documentation: its
+    /// verifier key parses, and the note it signed verifies (and, altered,
+    /// does not), so notes and keys here are the ones Go's tools read.
+    #[test]
+    fn the_go_sumdb_note_example_verifies() {
+        let vkey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+        let text = "If you think cryptography is the answer to your problem,\n\
+                    then you don't know what your problem is.\n";
+        let note = format!(
+            "{text}\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+        );
+        let verifier = NoteVerifier::parse(vkey).unwrap();
+        assert_eq!(verifier.verify(&note).unwrap(), text);
+        assert!(verifier.open(&note).is_err(), "not a checkpoint");
+        assert!(verifier.verify(&note.replace("answer", "Answer")).is_err());
+        assert!(verifier.verify(&note.replace("\u{2014} ", "- ")).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_origin_is_refused() {
+        let signer = NoteSigner::new("example.com/log", &[1; 32]);
+        let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        let mut other = checkpoint();
+        other.origin = "example.com/other".to_owned();
+        assert!(verifier.open(&signer.sign(&other)).is_err());
+    }
+
+    #[test]
+    fn key_names_have_no_space_or_plus_and_are_kept() {
+        assert!(valid_name("example.com/log"));
+        for bad in ["", "a b", "a+b", "tab\there", "new\nline"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        let signer = NoteSigner::new("example.com/log", &[1; 32]);
+        assert_eq!(signer.name(), "example.com/log");
+        let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        assert_eq!(verifier.name(), "example.com/log");
+    }
+
+    /// Hostile notes are refused without a panic: no text, a signature of
+    /// the right name but a few bytes, or of the right name and another key.
+    #[test]
+    fn malformed_signatures_are_refused_not_panicked_on() {
+        let signer = NoteSigner::new("example.com/log", &[1; 32]);
+        let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        let body = checkpoint().body();
+        for note in [
+            "\n\n\u{2014} example.com/log AAAA\n".to_owned(),
+            format!("{body}\n\u{2014} example.com/log AQI=\n"),
+            NoteSigner::new("example.com/log", &[2; 32]).sign(&checkpoint()),
+        ] {
+            assert!(verifier.open(&note).is_err(), "{note:?}");
+        }
     }
 
     #[test]
