@@ -120,6 +120,7 @@ pub async fn serve(
         clock: config.clock.clone(),
         page_tokens: page_tokens.clone(),
         max_document_bytes: config.max_document_bytes,
+        request_timeout: config.server.request_timeout,
         audit: audit.clone(),
     });
     let max = config.server.max_message_bytes;

@@ -10,6 +10,8 @@ pub(crate) struct State {
     pub clock: Clock,
     pub page_tokens: PageTokens,
     pub max_document_bytes: u64,
+    /// REQUEST_TIMEOUT: a review's wait for its receipt stays within it.
+    pub request_timeout: std::time::Duration,
     /// The audit log, for receipts.
     pub audit: Arc<Log>,
 }

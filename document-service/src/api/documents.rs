@@ -105,12 +105,13 @@ impl DocumentService for DocumentApi {
         &self,
         request: Request<pb::VerifyDocumentRequest>,
     ) -> Result<Response<pb::VerifyDocumentResponse>, Status> {
+        let started = shared::clock::monotonic();
         let ctx = request_context(&request);
         let me = current_user(&request)?.clone();
         let deadline = grpc_timeout(request.metadata());
         let cmd = request.into_inner().try_into()?;
         let (doc, position) = review::review(&self.state, &ctx, &me, cmd).await?;
-        let receipt = review::receipt(&self.state, position, deadline).await?;
+        let receipt = review::receipt(&self.state, position, started, deadline).await?;
         Ok(Response::new(pb::VerifyDocumentResponse {
             document: Some(doc.to_proto()),
             receipt,
@@ -122,12 +123,13 @@ impl DocumentService for DocumentApi {
         &self,
         request: Request<pb::RejectDocumentRequest>,
     ) -> Result<Response<pb::RejectDocumentResponse>, Status> {
+        let started = shared::clock::monotonic();
         let ctx = request_context(&request);
         let me = current_user(&request)?.clone();
         let deadline = grpc_timeout(request.metadata());
         let cmd = request.into_inner().try_into()?;
         let (doc, position) = review::review(&self.state, &ctx, &me, cmd).await?;
-        let receipt = review::receipt(&self.state, position, deadline).await?;
+        let receipt = review::receipt(&self.state, position, started, deadline).await?;
         Ok(Response::new(pb::RejectDocumentResponse {
             document: Some(doc.to_proto()),
             receipt,
@@ -151,6 +153,7 @@ impl DocumentService for DocumentApi {
         &self,
         request: Request<pb::GetReceiptRequest>,
     ) -> Result<Response<pb::GetReceiptResponse>, Status> {
+        let started = shared::clock::monotonic();
         let me = current_user(&request)?;
         let id = DocumentId::parse(&request.get_ref().document_id)?;
         let doc = self.visible(me, id).await?;
@@ -164,12 +167,17 @@ impl DocumentService for DocumentApi {
         .await?
         .ok_or(Error::not_found("receipt"))?;
         drop(conn);
-        let receipt = review::receipt(&self.state, position, grpc_timeout(request.metadata()))
-            .await?
-            .ok_or(Error::FailedPrecondition {
-                reason: Reason::ReceiptPending,
-                message: "the review is not in the audit log yet; retry shortly",
-            })?;
+        let receipt = review::receipt(
+            &self.state,
+            position,
+            started,
+            grpc_timeout(request.metadata()),
+        )
+        .await?
+        .ok_or(Error::FailedPrecondition {
+            reason: Reason::ReceiptPending,
+            message: "the review is not in the audit log yet; retry shortly",
+        })?;
         Ok(Response::new(pb::GetReceiptResponse {
             receipt: Some(receipt),
         }))

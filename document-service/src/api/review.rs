@@ -116,13 +116,18 @@ pub(super) const REVIEWS: [Action; 2] = [Action::DocumentVerified, Action::Docum
 const RECEIPT_WAIT: Duration = Duration::from_secs(5);
 
 /// The receipt of the review event at `position`, waiting for the
-/// sequencer for at most four fifths of what is left of the caller's
-/// deadline (the review itself is committed, whatever happens here).
+/// sequencer for at most four fifths of what is left of the call's
+/// deadline (the caller's `grpc-timeout` or REQUEST_TIMEOUT), counted from
+/// `started`: the review itself is committed, and must not be answered with
+/// DEADLINE_EXCEEDED for want of its receipt.
 pub(super) async fn receipt(
     state: &State,
     position: i64,
-    deadline: Option<Duration>,
+    started: std::time::Instant,
+    caller: Option<Duration>,
 ) -> Result<Option<pb_audit::Receipt>> {
-    let wait = deadline.map_or(RECEIPT_WAIT, |d| (d * 4 / 5).min(RECEIPT_WAIT));
+    let deadline = caller.map_or(state.request_timeout, |c| c.min(state.request_timeout));
+    let left = deadline.saturating_sub(started.elapsed());
+    let wait = (left * 4 / 5).min(RECEIPT_WAIT);
     audit::receipt::receipt(&state.audit, position, wait).await
 }

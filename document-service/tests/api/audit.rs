@@ -931,3 +931,96 @@ async fn the_shipped_binary_exports_a_log_and_verifies_the_export() {
         "a dropped event: {said}"
     );
 }
+
+/// A sequencer that cannot run (its lock held elsewhere): the review still
+/// answers OK with the document, within REQUEST_TIMEOUT (800 ms here, the
+/// caller sending no deadline of its own), and with no receipt; GetReceipt
+/// says RECEIPT_PENDING until the log has the review, then gives its
+/// receipt. A review that waited its full 5 s for the receipt answered
+/// DEADLINE_EXCEEDED for a committed review (tried). PostgreSQL only: the
+/// lock is an advisory lock this test takes for itself.
+#[tokio::test]
+async fn a_review_the_sequencer_cannot_reach_in_time_answers_without_a_receipt() {
+    use sqlx::Connection;
+    let stack = spawn_stack_with(TokenValidation::Local, |c| {
+        c.server.request_timeout = Duration::from_millis(800);
+    })
+    .await;
+    if stack
+        .docs
+        .db
+        .skips_without_postgres("a review whose receipt is late")
+    {
+        return;
+    }
+    let (owner, _) = stack.user_with_roles("late@example.com", &["user"]).await;
+    let (verifier, _) = stack
+        .user_with_roles("slow@example.com", &["verifier"])
+        .await;
+    let doc = stack.upload(&owner, "late", b"late").await.unwrap();
+    let mut holder = sqlx::PgConnection::connect(&stack.docs.db.url)
+        .await
+        .unwrap();
+    // The sequencer's lock key (shared::db::StartupLock::AuditSequencer).
+    let key = 0x6476_0000_i64 | 3;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let request = bearer(
+        shared::proto::document::v1::VerifyDocumentRequest {
+            document_id: doc.id.clone(),
+            note: String::new(),
+        },
+        &verifier,
+    );
+    let started = shared::clock::monotonic();
+    let answer = stack
+        .docs
+        .documents()
+        .verify_document(request)
+        .await
+        .expect("the review itself succeeds")
+        .into_inner();
+    let took = started.elapsed();
+    assert!(answer.receipt.is_none());
+    assert_eq!(
+        answer.document.unwrap().status,
+        shared::proto::document::v1::DocumentStatus::Verified as i32
+    );
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    let get = |token: String| {
+        let mut client = stack.docs.documents();
+        let id = doc.id.clone();
+        async move {
+            let mut request = bearer(
+                shared::proto::document::v1::GetReceiptRequest { document_id: id },
+                &token,
+            );
+            request.set_timeout(Duration::from_millis(300));
+            client.get_receipt(request).await
+        }
+    };
+    assert_error(
+        get(owner.clone()).await,
+        tonic::Code::FailedPrecondition,
+        "RECEIPT_PENDING",
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let receipt = get(owner).await.unwrap().into_inner().receipt.unwrap();
+    let (_, vkey) = checkpoint(&stack.docs).await;
+    assert!(Outsider::new(&vkey).included(
+        &receipt.leaf,
+        receipt.leaf_index as u64,
+        &receipt.checkpoint,
+        &receipt.inclusion_proof
+    ));
+    testkit::measured(format_args!(
+        "a review whose sequencer was held answered in {took:?} (REQUEST_TIMEOUT 800 ms) without a receipt"
+    ));
+}
