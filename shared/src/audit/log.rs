@@ -258,21 +258,18 @@ impl Log {
         if events.is_empty() && latest.is_some() {
             return Ok(Some((0, size)));
         }
+        if let Some(event) = events.iter().find(|e| e.sequence.is_some()) {
+            return Err(Error::internal(format!(
+                "audit event at position {} is queued and already a leaf",
+                event.position
+            )));
+        }
         let mut frontier = frontier(&mut tx, size as u64).await?;
+        let (events, hashes) = store::leaf_hashes(events, size + 1).await?;
         let now = self.clock.now();
         let mut completed = Vec::with_capacity(events.len() * 2);
-        for (i, event) in events.iter().enumerate() {
-            if event.sequence.is_some() {
-                return Err(Error::internal(format!(
-                    "audit event at position {} is queued and already a leaf",
-                    event.position
-                )));
-            }
-            let sequence = size + 1 + i as i64;
-            frontier.push(
-                super::merkle::leaf_hash(&event.leaf(sequence)?),
-                &mut completed,
-            );
+        for hash in hashes {
+            frontier.push(hash, &mut completed);
         }
         store::insert_nodes(&mut tx, &completed).await?;
         insert_leaves(&mut tx, &events, size, now).await?;

@@ -93,6 +93,25 @@ impl Record {
     }
 }
 
+/// The leaf hashes of `events` as leaves `first, first + 1, ...`: canonical
+/// JSON and SHA-256 of each, several µs an event, so a batch of a thousand
+/// is hashed off the async runtime. The events come back with them.
+pub(super) async fn leaf_hashes(
+    events: Vec<Record>,
+    first: i64,
+) -> Result<(Vec<Record>, Vec<Hash>)> {
+    tokio::task::spawn_blocking(move || {
+        let hashes = events
+            .iter()
+            .zip(first..)
+            .map(|(event, sequence)| Ok(merkle::leaf_hash(&event.leaf(sequence)?)))
+            .collect::<Result<Vec<Hash>>>()?;
+        Ok((events, hashes))
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes

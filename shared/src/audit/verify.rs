@@ -5,7 +5,7 @@
 
 use super::{
     Log,
-    merkle::{self, Frontier, Node},
+    merkle::{Frontier, Node},
     note::NoteVerifier,
     store::{self, EVENT_COLUMNS, Record, StoredCheckpoint},
 };
@@ -78,8 +78,9 @@ pub(super) async fn verify_log(log: &Log) -> Result<VerifyAuditChainResponse> {
             })
             .collect();
         let stored_leaves = store::nodes(snapshot.conn(), &leaves).await?;
+        let (events, hashes) = store::leaf_hashes(events, done + 1).await?;
         let mut completed = Vec::with_capacity(events.len() * 2);
-        for event in &events {
+        for (event, leaf) in events.iter().zip(hashes) {
             let expected = done + 1;
             if event.sequence != Some(expected) {
                 return Ok(report.invalid(
@@ -87,7 +88,6 @@ pub(super) async fn verify_log(log: &Log) -> Result<VerifyAuditChainResponse> {
                     format!("the event of sequence {expected} is missing"),
                 ));
             }
-            let leaf = merkle::leaf_hash(&event.leaf(expected)?);
             let node = Node {
                 level: 0,
                 idx: done as u64,
