@@ -47,6 +47,28 @@ pub(crate) async fn free_write(ctx: &Ctx, db: Db) -> Result<Measured, String> {
     .await
 }
 
+/// Waits (up to `limit`) until the sequencer has integrated every queued
+/// event; how long that took.
+pub(crate) async fn drained(db: &Db, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let waiting: bool = on_dialect!(db.reader(), p => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_pending)")
+            .fetch_one(p)
+            .await
+            .map_err(|e| format!("audit queue: {e}"))?);
+        if !waiting {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "the audit sequencer did not drain its queue in {limit:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// What UploadDocument writes (document-service/src/documents.rs and
 /// api/upload.rs), in one transaction.
 async fn write_once(db: &Db, owner: Uuid, chunk: &[u8], title: String) -> shared::Result<()> {
