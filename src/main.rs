@@ -1,8 +1,9 @@
 //! The whole docverify stack in one process, for local use: auth-service on
-//! :50051 and document-service on :50052, both on embedded SQLite files under
-//! `./data`. Production runs each service's own binary. Its subcommands
-//! (`receipt verify`, `audit export`, `audit verify`) are the audit log's
-//! offline tools, which every binary has.
+//! :50051 (its signing keys over HTTP on :8080) and document-service on
+//! :50052, both on embedded SQLite files under `./data`. Production runs
+//! each service's own binary. Its subcommands (`receipt verify`, `audit
+//! export`, `audit verify`) are the audit log's offline tools, which every
+//! binary has.
 
 use clap::Parser;
 
@@ -28,13 +29,17 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
-    if let Err(e) = shared::telemetry::init(cli.server.log_format) {
+    if let Err(e) = shared::telemetry::init(cli.server.log_format, "docverify") {
         return shared::server::exit(Err(e));
     }
     if let Some(tool) = cli.tool.take() {
         return shared::server::exit(tool.run().await);
     }
     cli.auth.generate_local_admin = true;
+    // The keys for gateways and JWT libraries, as compose publishes them.
+    cli.auth
+        .http_addr
+        .get_or_insert(([127, 0, 0, 1], 8080).into());
     // document-service's service account for the revocation feed, shared
     // through a file next to the databases unless configured otherwise.
     if cli.auth.bootstrap_service_credentials_file.is_none() {
@@ -46,7 +51,9 @@ async fn main() -> std::process::ExitCode {
     }
     cli.auth.server = cli.server.clone();
     cli.document.server = cli.server.clone();
-    shared::server::exit(run(cli).await)
+    let result = run(cli).await;
+    shared::telemetry::shutdown();
+    shared::server::exit(result)
 }
 
 async fn run(cli: Cli) -> shared::Result<()> {

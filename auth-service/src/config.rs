@@ -23,6 +23,12 @@ pub struct Config {
     )]
     pub listen_addr: SocketAddr,
 
+    /// Address of the plain HTTP/1.1 server that publishes the signing keys
+    /// at `/.well-known/jwks.json` for gateways and JWT libraries; off when
+    /// unset.
+    #[arg(id = "auth_http_addr", long = "auth-http-addr", env = "AUTH_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+
     /// `sqlite://path` (the embedded default) or `postgres://...`.
     #[arg(
         id = "auth_database_url",

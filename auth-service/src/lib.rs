@@ -12,6 +12,7 @@ mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod fields;
+mod jwks;
 mod password;
 mod revocation;
 mod service_accounts;
@@ -86,6 +87,10 @@ pub async fn serve(
     bootstrap::bootstrap_admin(&state, &config).await?;
     bootstrap::bootstrap_service_account(&state, &config).await?;
     revocation::prune(&state, config.revocation_retention).await?;
+    let keys_http = match config.http_addr {
+        Some(addr) => Some(jwks::bind(addr).await?),
+        None => None,
+    };
 
     let max = config.server.max_message_bytes;
     let routes = Routes::new(
@@ -120,6 +125,10 @@ pub async fn serve(
         config.clock.clone(),
     )];
     background.extend(state.keys.spawn_reload(config.signing_keys_reload));
+    background.extend(
+        keys_http
+            .map(|listener| jwks::spawn(listener, state.keys.clone(), config.signing_keys_reload)),
+    );
     background.push(revocation::spawn_poller(
         &state,
         config.revocation_poll_interval,

@@ -113,7 +113,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     // The services' own log setup (RUST_LOG, default info), as in production.
-    if let Err(e) = shared::telemetry::init(shared::config::LogFormat::Text) {
+    if let Err(e) = shared::telemetry::init(shared::config::LogFormat::Text, "bench") {
         return shared::server::exit(Err(e));
     }
     let cli = Cli::parse();

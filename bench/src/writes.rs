@@ -93,8 +93,7 @@ async fn write_once(db: &Db, owner: Uuid, chunk: &[u8], title: String) -> shared
     });
     let ctx = RequestContext {
         request_id: Uuid::now_v7().to_string(),
-        client_addr: None,
-        user_agent: String::new(),
+        ..RequestContext::default()
     };
     let event = Event::new(Action::DocumentUploaded, Actor::default(), "document", id)
         .details(serde_json::json!({ "title": title, "size_bytes": chunk.len() }));

@@ -28,7 +28,9 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 
 # The services are started with fork + exec (a pre-exec hook ties them to
@@ -423,12 +425,19 @@ class StoryTest(unittest.TestCase):
                 "BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 # document-service's service account, for the revocation feed.
                 "BOOTSTRAP_SERVICE_CREDENTIALS_FILE": cls.credentials_file(),
+                # The keys over plain HTTP, for third-party JWT libraries.
+                "AUTH_HTTP_ADDR": "127.0.0.1:0",
                 "RUST_LOG": "info",
             },
             r"auth-service listening addr=(\S+)",
         )
         cls.services.append(auth)
         cls.auth_addr = auth.wait_for_address(deadline)
+        # Logged before the listening line, so it is in by now.
+        jwks = [re.search(r"keys over HTTP.*addr=(\S+)", line) for line in list(auth.lines)]
+        cls.jwks_url = next(
+            f"http://{m.group(1)}/.well-known/jwks.json" for m in jwks if m is not None
+        )
         cls.auth_channel = grpc.insecure_channel(cls.auth_addr)
         cls.addClassCleanup(cls.auth_channel.close)
         auth.wait_serving(
@@ -766,6 +775,47 @@ class StoryTest(unittest.TestCase):
                 timeout=RPC_TIMEOUT,
             )
         self.assertEqual(bad_token.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_a_third_party_verifies_tokens_with_the_jwks_url(self):
+        """PyJWT's PyJWKClient, as a gateway or another language would: the
+        key set by URL, the token's kid looked up in it, EdDSA checked."""
+        import jwt  # PyJWT
+
+        self.register("pyjwt@example.com", "Third Party")
+        token = self.login("pyjwt@example.com").access_token
+        client = jwt.PyJWKClient(self.jwks_url, cache_keys=True)
+        signing_key = client.get_signing_key_from_jwt(token)
+        self.assertEqual(signing_key.key_id, jwt.get_unverified_header(token)["kid"])
+        claims = jwt.decode(
+            token,
+            signing_key.key,
+            algorithms=["EdDSA"],
+            audience="docverify",
+            issuer="docverify-auth",
+        )
+        me = self.current_user(token)
+        self.assertEqual(claims["sub"], me.id)
+        self.assertIn("user", claims["roles"])
+
+        # A token signed by another key is refused by the same client.
+        tampered = token[: token.rindex(".") + 1] + ("A" * 86)
+        with self.assertRaises(jwt.InvalidSignatureError):
+            jwt.decode(
+                tampered,
+                signing_key.key,
+                algorithms=["EdDSA"],
+                audience="docverify",
+                issuer="docverify-auth",
+            )
+
+        # Cacheable for the reload interval, and revalidated by its ETag.
+        with urllib.request.urlopen(self.jwks_url, timeout=RPC_TIMEOUT) as response:
+            self.assertEqual(response.headers["Cache-Control"], "public, max-age=60")
+            etag = response.headers["ETag"]
+        request = urllib.request.Request(self.jwks_url, headers={"If-None-Match": etag})
+        with self.assertRaises(urllib.error.HTTPError) as not_modified:
+            urllib.request.urlopen(request, timeout=RPC_TIMEOUT)
+        self.assertEqual(not_modified.exception.code, 304)
 
     def test_reflection_lists_the_services(self):
         expected = {

@@ -134,7 +134,7 @@ pub async fn run<C: ServiceConfig, X: OwnCommands<C>>() -> ExitCode {
             }
             e.exit()
         });
-    if let Err(e) = crate::telemetry::init(cli.server.log_format) {
+    if let Err(e) = crate::telemetry::init(cli.server.log_format, C::SERVICE.name) {
         return server::exit(Err(e));
     }
     let mut config = cli.config;
@@ -151,6 +151,7 @@ pub async fn run<C: ServiceConfig, X: OwnCommands<C>>() -> ExitCode {
         Command::Tool(tool) => tool.run().await,
         Command::Own(own) => own.run(config).await,
     };
+    crate::telemetry::shutdown();
     server::exit(result)
 }
 

@@ -79,6 +79,9 @@ pub struct RequestContext {
     pub client_addr: Option<SocketAddr>,
     /// The `user-agent` metadata, at most [`MAX_USER_AGENT`] bytes.
     pub user_agent: String,
+    /// The OpenTelemetry trace the call belongs to, when traces are exported
+    /// and this one is sampled: audit events name it.
+    pub trace_id: Option<String>,
 }
 
 pub const MAX_USER_AGENT: usize = 256;

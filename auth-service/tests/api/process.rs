@@ -404,6 +404,80 @@ async fn prometheus_metrics_on_their_own_listener() {
     }
 }
 
+/// The keys over plain HTTP for gateways and JWT libraries: the JWKS of
+/// ListSigningKeys, cacheable for the key reload interval, revalidated by
+/// its ETag with a 304 and no body; a token auth-service signed verifies
+/// against it; any other path is 404.
+#[tokio::test]
+async fn the_signing_keys_are_published_over_http_for_gateways() {
+    let running = start(&[
+        ("AUTH_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("AUTH_SIGNING_KEYS_RELOAD", "45s".into()),
+    ])
+    .await;
+    let addr: std::net::SocketAddr = running
+        .process
+        .output()
+        .lines()
+        .find(|l| l.contains("keys over HTTP"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the keys' HTTP address is logged");
+    let get = |extra: &str| {
+        let request = format!(
+            "GET /.well-known/jwks.json HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+        );
+        let response = String::from_utf8_lossy(&http1(addr, request.as_bytes())).to_string();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.to_ascii_lowercase(), body.to_owned())
+    };
+    let (head, body) = get("");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("cache-control: public, max-age=45"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an ETag")
+        .to_owned();
+
+    let mut auth = AuthServiceClient::new(running.channel.clone());
+    let published = auth
+        .list_signing_keys(pb::ListSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&body).unwrap();
+    let over_grpc: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&published.jwks_json).unwrap();
+    assert_eq!(jwks, over_grpc, "the same keys as ListSigningKeys");
+    assert_eq!(jwks.keys.len(), 1);
+
+    let token = admin_login(&running.channel).await.access_token;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).expect("the token's kid is published");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["docverify"]);
+    validation.set_issuer(&["docverify-auth"]);
+    jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .expect("a third party verifies the token with the published key");
+
+    let (head, body) = get(&format!("If-None-Match: {etag}\r\n"));
+    assert!(head.starts_with("http/1.1 304"), "{head}");
+    assert!(head.contains(&format!("etag: {etag}")), "{head}");
+    assert!(body.is_empty(), "a 304 has no body: {body:?}");
+    let (head, _) = get("If-None-Match: \"something-else\"\r\n");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    let request = format!("GET /keys HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = String::from_utf8_lossy(&http1(addr, request.as_bytes())).to_string();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
+
 /// A log filter that does not parse stops the service with a message naming
 /// RUST_LOG, like every other bad setting. Before, it fell back to `info`
 /// silently.

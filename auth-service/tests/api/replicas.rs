@@ -275,17 +275,6 @@ async fn bootstrap_and_create_admin_do_not_promote_an_existing_account() {
     );
 }
 
-async fn admin_login(channel: &Channel) -> pb::LoginResponse {
-    AuthServiceClient::new(channel.clone())
-        .login(pb::LoginRequest {
-            email: ADMIN_EMAIL.into(),
-            password: ADMIN_PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 async fn users_in(db: &TestDb) -> i64 {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();

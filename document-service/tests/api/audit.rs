@@ -465,8 +465,7 @@ async fn tampering_forks_and_removals_are_detected() {
     exec(&db, &statements).await;
     let forger = shared::identity::RequestContext {
         request_id: "forged".into(),
-        client_addr: None,
-        user_agent: String::new(),
+        ..Default::default()
     };
     let forged = shared::audit::Event::new(
         shared::audit::Action::DocumentVerified,

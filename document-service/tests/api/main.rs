@@ -7,6 +7,7 @@
 mod audit;
 mod bad_input;
 mod compose;
+mod deployment;
 mod expiry;
 mod faults;
 mod helpers;
@@ -18,5 +19,6 @@ mod readme;
 mod reflection;
 mod revocation;
 mod story;
+mod traces;
 mod uploads;
 mod workflow;

@@ -136,7 +136,11 @@ pub async fn append(
                   target_type, target_id, outcome, request_id, client_addr, details) \
                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING position";
     let client_addr = ctx.client_addr_string();
-    let details = Json(event.details);
+    let mut details = event.details;
+    if let (Some(trace_id), Some(fields)) = (&ctx.trace_id, details.as_object_mut()) {
+        fields.insert("trace_id".to_owned(), trace_id.clone().into());
+    }
+    let details = Json(details);
     let position: i64 = on_dialect!(tx, t => sqlx::query_scalar(insert)
         .bind(Uuid::now_v7())
         .bind(now)

@@ -69,6 +69,19 @@ impl Finish {
         let elapsed = self.started.elapsed();
         let code_name = format!("{code:?}");
         self.span.record("code", code_name.as_str());
+        // The codes that are the server's fault, as OpenTelemetry's gRPC
+        // conventions have it; a refusal is the caller's.
+        if matches!(
+            code,
+            tonic::Code::Unknown
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unimplemented
+                | tonic::Code::Internal
+                | tonic::Code::Unavailable
+                | tonic::Code::DataLoss
+        ) {
+            self.span.record("otel.status_code", "error");
+        }
         self.span
             .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
         METRICS

@@ -200,21 +200,31 @@ where
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
-        let ctx = RequestContext {
-            request_id: request_id.clone(),
-            client_addr: crate::client::resolve(peer, req.headers(), &shared.trusted_proxies),
-            user_agent: crate::identity::user_agent(req.headers()),
-        };
+        let client_addr = crate::client::resolve(peer, req.headers(), &shared.trusted_proxies);
         let span = tracing::info_span!(
             "rpc",
+            otel.name = label,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
             service = shared.service,
             method = %req.uri().path(),
             request_id = %request_id,
-            client = %crate::client::Shown(ctx.client_addr),
+            client = %crate::client::Shown(client_addr),
             user_id = tracing::field::Empty,
             code = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        let trace_id = crate::telemetry::extract(&span, req.headers());
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
+        let ctx = RequestContext {
+            request_id: request_id.clone(),
+            client_addr,
+            user_agent: crate::identity::user_agent(req.headers()),
+            trace_id,
+        };
         let scoped_id = request_id.clone();
         let deadline = deadline(req.headers(), shared.request_timeout);
         let fut = async move {

@@ -16,6 +16,8 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Code, Status, transport::Channel};
 
+use crate::telemetry::{Propagate, Traced};
+
 use super::{Fact, Revocations};
 use crate::proto::auth::v1::{
     IssueServiceTokenRequest, ListRevocationStateRequest, WatchRevocationsRequest,
@@ -68,8 +70,8 @@ impl Credentials {
 /// The subscription; [`Feed::spawn`] runs it until the task is aborted.
 #[derive(Debug)]
 pub struct Feed {
-    auth: AuthServiceClient<Channel>,
-    revocations: RevocationServiceClient<Channel>,
+    auth: AuthServiceClient<Traced>,
+    revocations: RevocationServiceClient<Traced>,
     credentials: Credentials,
     state: Arc<Revocations>,
     /// The service token and when to renew it.
@@ -105,8 +107,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 impl Feed {
     pub fn new(channel: Channel, credentials: Credentials, state: Arc<Revocations>) -> Self {
         Self {
-            auth: AuthServiceClient::new(channel.clone()),
-            revocations: RevocationServiceClient::new(channel),
+            auth: AuthServiceClient::with_interceptor(channel.clone(), Propagate),
+            revocations: RevocationServiceClient::with_interceptor(channel, Propagate),
             credentials,
             state,
             token: Mutex::new(None),
@@ -160,6 +162,9 @@ impl Feed {
         }
     }
 
+    /// One subscription is one trace: the token, the snapshot and the watch
+    /// are its children at auth-service.
+    #[tracing::instrument(name = "revocation feed", skip_all)]
     async fn subscribe(&self, resync: &mut bool) -> Ended {
         let token = match self.token().await {
             Ok(token) => token,

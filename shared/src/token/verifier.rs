@@ -11,6 +11,8 @@ use std::{
 };
 
 use tonic::transport::Channel;
+
+use crate::telemetry::{Propagate, Traced};
 use uuid::Uuid;
 
 use crate::{
@@ -54,7 +56,7 @@ pub trait TokenVerifier: Send + Sync + 'static {
 /// either, the RPC is UNAVAILABLE.
 #[derive(Debug)]
 pub struct JwksVerifier {
-    client: AuthServiceClient<Channel>,
+    client: AuthServiceClient<Traced>,
     clock: Clock,
     keys: RwLock<Option<KeySet>>,
     /// When an unknown `kid` last caused a fetch. The periodic refresh does
@@ -80,7 +82,7 @@ impl JwksVerifier {
         max_staleness: Duration,
     ) -> Self {
         Self {
-            client: AuthServiceClient::new(channel.clone()),
+            client: AuthServiceClient::with_interceptor(channel.clone(), Propagate),
             clock,
             keys: RwLock::new(None),
             last_refetch: Mutex::new(None),
@@ -95,6 +97,8 @@ impl JwksVerifier {
         self.keys.read().ok().and_then(|k| k.clone())
     }
 
+    /// In a span of its own: auth-service's side of the call is its child.
+    #[tracing::instrument(name = "fetch signing keys", skip_all)]
     async fn fetch(&self) -> Result<()> {
         let response = self
             .client
@@ -219,13 +223,13 @@ impl JwksVerifier {
 /// or changing roles takes effect at once, at the cost of a call.
 #[derive(Debug)]
 pub struct RemoteVerifier {
-    client: AuthServiceClient<Channel>,
+    client: AuthServiceClient<Traced>,
 }
 
 impl RemoteVerifier {
     pub fn new(channel: Channel) -> Self {
         Self {
-            client: AuthServiceClient::new(channel),
+            client: AuthServiceClient::with_interceptor(channel, Propagate),
         }
     }
 }
