@@ -12,6 +12,7 @@ mod expiry;
 mod faults;
 mod helpers;
 mod keys;
+mod kubernetes;
 mod process;
 mod races;
 pub mod rbac;
