@@ -9,6 +9,7 @@
 //! performance targets are reported, never fatal.
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
+mod bare;
 mod baseline;
 mod cpu;
 mod databases;
@@ -44,8 +45,13 @@ enum Scenario {
     /// ValidateToken: a signature check (remembered) and the revocation
     /// state in memory.
     Validate,
+    /// GetDocument's read on a bare tonic server (no layers, no token):
+    /// the ceiling of `get` and `me`.
+    DbRead,
     /// GetDocument: token, policy, one indexed read.
     Get,
+    /// ListDocuments' page of 50 on the bare server: the ceiling of `list`.
+    DbPage,
     /// ListDocuments: a page of 50.
     List,
     /// An upload's statements straight to the database (no gRPC, no
@@ -102,7 +108,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "echo,health,me,validate,get,list,free-write,upload,review,login,storm,rss"
+        default_value = "echo,health,me,validate,db-read,get,db-page,list,free-write,upload,review,login,storm,rss"
     )]
     scenarios: Vec<Scenario>,
 
@@ -235,6 +241,7 @@ async fn measure(
         echo: stack::connect(stack.echo, connections).await?,
         auth: stack::connect(stack.auth, connections).await?,
         documents: stack::connect(stack.documents, connections).await?,
+        bare: stack::connect(stack.bare, connections).await?,
     };
     eprintln!("bench: seeding users and documents");
     let seed = scenarios::seed(&clients, concurrency.max(storm_logins)).await?;
@@ -281,6 +288,17 @@ async fn measure(
                 "get",
                 scenarios::get(&ctx).await?,
                 "GetDocument: token, policy, one indexed read".to_owned(),
+            ),
+            Scenario::DbRead => (
+                "db-read",
+                scenarios::db_read(&ctx).await?,
+                "GetDocument's read on a bare tonic server: no layers, no token, no policy".to_owned(),
+            ),
+            Scenario::DbPage => (
+                "db-page",
+                scenarios::db_page(&ctx).await?,
+                "ListDocuments' page of 50 on the bare server: no layers, no token, no page token"
+                    .to_owned(),
             ),
             Scenario::List => (
                 "list",

@@ -16,6 +16,10 @@ const LOGIN_VS_ARGON2: f64 = 0.80;
 const STORM_P99_FACTOR: f64 = 3.0;
 const UPLOAD_VS_INSERTS: f64 = 0.50;
 const PEAK_RSS_MIB: f64 = 200.0;
+/// Issue 16's: the layers' cost, and each read against its own read on a
+/// bare server (framework plus driver).
+const HEALTH_VS_ECHO: f64 = 0.85;
+const VS_OWN_BASELINE: f64 = 0.85;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
@@ -100,6 +104,19 @@ fn percent(ratio: f64) -> String {
 }
 
 impl Report {
+    /// A scenario's share of its own baseline's req/s: the same read on
+    /// the bare server (`get` and `me` against `db-read`, `list` against
+    /// `db-page`).
+    fn vs_baseline(&self, row: &Row) -> Option<(&'static str, f64)> {
+        let baseline = match row.scenario {
+            "get" | "me" => "db-read",
+            "list" => "db-page",
+            _ => return None,
+        };
+        let base = self.row(baseline)?.rps();
+        (base > 0.0).then(|| (baseline, row.measured.rps() / base))
+    }
+
     fn row(&self, scenario: &str) -> Option<&Measured> {
         self.rows
             .iter()
@@ -139,12 +156,28 @@ impl Report {
                 met: measured.map(|(m, echo)| clean(m) && m.rps() / echo >= goal),
             }
         };
+        let vs_baseline = |name: &'static str, scenario: &str, baseline: &'static str| {
+            let measured = self.row(scenario).zip(self.row(baseline));
+            Target {
+                name,
+                goal: format!("≥ {} of {baseline}'s req/s", percent(VS_OWN_BASELINE)),
+                measured: measured.map_or(format!("not measured (needs {baseline})"), |(m, b)| {
+                    percent(m.rps() / b.rps())
+                }),
+                met: measured
+                    .map(|(m, b)| clean(m) && clean(b) && m.rps() / b.rps() >= VS_OWN_BASELINE),
+            }
+        };
         let login = self.row("login");
         let storm = self.row("storm").zip(self.row("get"));
         let upload = self.row("upload").zip(self.inserts.as_ref());
         vec![
+            vs_echo("health", "health", HEALTH_VS_ECHO),
             vs_echo("get", "get", GET_VS_ECHO),
+            vs_baseline("get vs db-read", "get", "db-read"),
+            vs_baseline("list vs db-page", "list", "db-page"),
             vs_echo("me", "me", ME_VS_ECHO),
+            vs_baseline("me vs db-read", "me", "db-read"),
             vs_echo("validate", "validate", VALIDATE_VS_ECHO),
             Target {
                 name: "login",
@@ -247,14 +280,14 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| scenario | req/s | p50 | p99 | errors | vs echo | server CPU/call | note |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| scenario | req/s | p50 | p99 | errors | vs echo | vs own baseline | server CPU/call | note |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         );
         for row in &self.rows {
             let r = &row.measured;
             let errors = r.error_count();
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {} | {} | {}{} | {} | {} | {} |",
+                "| {} | {:.0} | {} | {} | {}{} | {} | {} | {} | {} |",
                 row.scenario,
                 r.rps(),
                 us(r.quantile_us(0.5)),
@@ -263,6 +296,11 @@ impl Report {
                 if errors > 0 { " ⚠" } else { "" },
                 self.echo_rps()
                     .map_or("-".to_owned(), |echo| percent(r.rps() / echo)),
+                self.vs_baseline(row)
+                    .map_or("-".to_owned(), |(b, share)| format!(
+                        "{} of {b}",
+                        percent(share)
+                    )),
                 Some(r.stack_cpu_per_call_us())
                     .filter(|cpu| *cpu > 0.0)
                     .map_or("-".to_owned(), |cpu| format!("{cpu:.0} µs")),
@@ -355,6 +393,9 @@ impl Report {
                 let mut v = measured(&r.measured);
                 v["scenario"] = json!(r.scenario);
                 v["vs_echo"] = json!(self.echo_rps().map(|e| r.measured.rps() / e));
+                if let Some((baseline, share)) = self.vs_baseline(r) {
+                    v["vs_baseline"] = json!({ "baseline": baseline, "share": share });
+                }
                 v["note"] = json!(r.note);
                 v
             }).collect::<Vec<_>>(),

@@ -52,6 +52,8 @@ pub(crate) struct Clients {
     pub echo: Vec<Channel>,
     pub auth: Vec<Channel>,
     pub documents: Vec<Channel>,
+    /// The bare server of `db-read` and `db-page`.
+    pub bare: Vec<Channel>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub(crate) struct Seed {
     /// An admin's token: `audit:read`, for the audit log's lag.
     pub admin: Bearer,
     pub reader: Bearer,
+    /// Whose documents `list` pages through (the bare page reads the same).
+    pub reader_id: String,
     /// The reader's access token itself, for ValidateToken.
     pub reader_token: Arc<str>,
     pub verifier: Bearer,
@@ -97,7 +101,7 @@ fn bearer(token: &str) -> Result<Bearer, String> {
 pub(crate) async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, String> {
     let auth = pick(&clients.auth, 0);
     let admin = bearer(&login(&auth, ADMIN_EMAIL, ADMIN_PASSWORD).await?)?;
-    register(&auth, "reader@bench.example").await?;
+    let reader_id = register(&auth, "reader@bench.example").await?;
     let reader_token: Arc<str> = login(&auth, "reader@bench.example", PASSWORD).await?.into();
     let reader = bearer(&reader_token)?;
     let verifier_id = register(&auth, "verifier@bench.example").await?;
@@ -139,6 +143,7 @@ pub(crate) async fn seed(clients: &Clients, login_users: usize) -> Result<Seed, 
     Ok(Seed {
         admin,
         reader,
+        reader_id,
         reader_token,
         verifier,
         documents: Arc::new(ids),
@@ -306,12 +311,28 @@ pub(crate) async fn validate(ctx: &Ctx) -> Result<Measured, String> {
 
 /// `get`: GetDocument, spread over the reader's seeded documents.
 pub(crate) async fn get(ctx: &Ctx) -> Result<Measured, String> {
-    let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
+    let reader = Some(ctx.seed.reader.clone());
+    get_documents(ctx, ctx.clients.documents.clone(), reader).await
+}
+
+/// `db-read`: GetDocument's read on the bare server, the same documents as
+/// `get`, no token.
+pub(crate) async fn db_read(ctx: &Ctx) -> Result<Measured, String> {
+    get_documents(ctx, ctx.clients.bare.clone(), None).await
+}
+
+/// GetDocument of the reader's documents on `channels`, with `reader`'s
+/// token when there is one.
+async fn get_documents(
+    ctx: &Ctx,
+    channels: Vec<Channel>,
+    reader: Option<Bearer>,
+) -> Result<Measured, String> {
     let (ids, concurrency) = (ctx.seed.documents.clone(), ctx.concurrency);
     load::run(ctx.plan, concurrency, move |worker, n| {
         let mut client = DocumentServiceClient::new(pick(&channels, worker));
         let document_id = pick(&ids, n as usize * concurrency + worker);
-        let request = authed(pb::GetDocumentRequest { document_id }, &reader);
+        let request = maybe_authed(pb::GetDocumentRequest { document_id }, reader.as_ref());
         async move {
             client.get_document(request).await?;
             Ok(())
@@ -320,18 +341,33 @@ pub(crate) async fn get(ctx: &Ctx) -> Result<Measured, String> {
     .await
 }
 
-/// `list`: ListDocuments, one full page of 50, newest first.
+/// `list`: ListDocuments, the reader's first page of 50, newest first.
 pub(crate) async fn list(ctx: &Ctx) -> Result<Measured, String> {
-    let (channels, reader) = (ctx.clients.documents.clone(), ctx.seed.reader.clone());
+    let reader = Some(ctx.seed.reader.clone());
+    list_page(ctx, ctx.clients.documents.clone(), reader).await
+}
+
+/// `db-page`: ListDocuments' page of 50 on the bare server.
+pub(crate) async fn db_page(ctx: &Ctx) -> Result<Measured, String> {
+    list_page(ctx, ctx.clients.bare.clone(), None).await
+}
+
+/// The reader's first page of 50 on `channels`, with `reader`'s token when
+/// there is one; a page of another size is an error.
+async fn list_page(
+    ctx: &Ctx,
+    channels: Vec<Channel>,
+    reader: Option<Bearer>,
+) -> Result<Measured, String> {
+    let owner_id = ctx.seed.reader_id.clone();
     load::run(ctx.plan, ctx.concurrency, move |worker, _| {
         let mut client = DocumentServiceClient::new(pick(&channels, worker));
-        let request = authed(
-            pb::ListDocumentsRequest {
-                page_size: PAGE_SIZE as i32,
-                ..Default::default()
-            },
-            &reader,
-        );
+        let message = pb::ListDocumentsRequest {
+            page_size: PAGE_SIZE as i32,
+            owner_id: owner_id.clone(),
+            ..Default::default()
+        };
+        let request = maybe_authed(message, reader.as_ref());
         async move {
             let page = client.list_documents(request).await?.into_inner();
             if page.documents.len() != PAGE_SIZE {
@@ -344,6 +380,13 @@ pub(crate) async fn list(ctx: &Ctx) -> Result<Measured, String> {
         }
     })
     .await
+}
+
+fn maybe_authed<T>(message: T, bearer: Option<&Bearer>) -> Request<T> {
+    match bearer {
+        Some(bearer) => authed(message, bearer),
+        None => Request::new(message),
+    }
 }
 
 /// `upload`: UploadDocument of 4 KiB (row, chunk and audit event in one

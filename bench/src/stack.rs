@@ -45,6 +45,8 @@ pub(crate) struct Stack {
     pub echo: SocketAddr,
     pub auth: SocketAddr,
     pub documents: SocketAddr,
+    /// The bare server of `db-read` and `db-page` (see `bare`).
+    pub bare: SocketAddr,
     /// document-service's pool settings, for the `free-write` baseline.
     pub document_pool: shared::db::PoolConfig,
     stop: watch::Sender<bool>,
@@ -64,6 +66,7 @@ impl Stack {
             echo: unbound,
             auth: unbound,
             documents: unbound,
+            bare: unbound,
             document_pool: shared::db::PoolConfig::default(),
             stop,
             tasks: Vec::new(),
@@ -150,7 +153,36 @@ impl Stack {
                 .map_err(|e| e.to_string())
         });
         self.wait_ready("document-service", task, self.documents)
+            .await?;
+
+        // Once document-service has migrated its database.
+        let db = shared::db::Db::connect(&dbs.documents_url, &self.document_pool)
             .await
+            .map_err(|e| format!("the bare reads' pool: {e}"))?;
+        let listener = bind()?;
+        self.bare = local_addr(&listener)?;
+        let shutdown = until(stopped.clone());
+        let bare = runtime.spawn(async move {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            let (_reporter, health) = tonic_health::server::health_reporter();
+            let served = Server::builder()
+                .add_service(health)
+                .add_service(
+                    shared::proto::document::v1::document_service_server::DocumentServiceServer::new(
+                        crate::bare::BareDocuments { db: db.clone() },
+                    ),
+                )
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await
+                .map_err(|e| e.to_string());
+            db.close().await;
+            served
+        });
+        self.wait_ready("bare reads", bare, self.bare).await
     }
 
     /// Retries the health check until it answers; a server task that ends

@@ -8,6 +8,8 @@
 
 mod api;
 mod auth_channel;
+#[doc(hidden)]
+pub mod baseline;
 pub mod cli;
 pub mod config;
 mod documents;

@@ -187,3 +187,88 @@ pub async fn serve(
         .await
         .map_err(Error::internal)
 }
+
+/// One service's metrics for one method (a path of the policy table, or
+/// `unknown`), resolved once: recording a call touches no label set, no
+/// string and no lock but the histogram's.
+#[derive(Debug)]
+pub struct MethodMetrics {
+    service: &'static str,
+    method: &'static str,
+    latency: Histogram,
+    /// By code, made on the code's first call (so that `/metrics` lists
+    /// only codes that happened).
+    requests: [std::sync::OnceLock<Counter>; 17],
+}
+
+impl MethodMetrics {
+    pub fn new(service: &'static str, method: &'static str) -> Self {
+        let latency = METRICS
+            .latency
+            .get_or_create(&MethodLabels {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            })
+            .clone();
+        Self {
+            service,
+            method,
+            latency,
+            requests: Default::default(),
+        }
+    }
+
+    pub fn record(&self, code: tonic::Code, elapsed: std::time::Duration) {
+        let counter = self.requests[code as usize % 17].get_or_init(|| {
+            METRICS
+                .requests
+                .get_or_create(&CallLabels {
+                    service: self.service.to_owned(),
+                    method: self.method.to_owned(),
+                    code: code_name(code).to_owned(),
+                })
+                .clone()
+        });
+        counter.inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The code's name as its `Debug` prints it (the metrics' and logs'
+/// label), without formatting one per call.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_are_what_debug_prints() {
+        for n in 0..17 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(code_name(code), format!("{code:?}"));
+            assert_eq!(code as usize, n as usize, "codes index the counters");
+        }
+    }
+}

@@ -346,6 +346,15 @@ pub fn method(path: &str) -> Option<Method> {
         })
 }
 
+/// Every method of the table.
+pub fn methods() -> impl Iterator<Item = Method> {
+    BY_PATH.iter().map(|(path, (access, streaming))| Method {
+        path: path.as_str(),
+        access: *access,
+        streaming: *streaming,
+    })
+}
+
 /// What the method at `path` requires; `None` means refused.
 pub fn access(path: &str) -> Option<Access> {
     method(path).map(|m| m.access)

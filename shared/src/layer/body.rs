@@ -16,7 +16,7 @@ use tonic::body::Body;
 use crate::{
     error::{Error, Reason},
     identity::REQUEST_ID,
-    metrics::{CallLabels, METRICS, MethodLabels},
+    metrics::{MethodMetrics, code_name},
 };
 
 /// An RPC's place in its budget, given back when dropped (held for that).
@@ -33,10 +33,10 @@ pub(super) enum Slot {
 /// Records the end of one RPC: code and latency into its span and the
 /// metrics, once; releases its slot (unary or streaming).
 pub(super) struct Finish {
-    pub(super) service: &'static str,
     pub(super) in_flight: Gauge,
-    /// The policy table's path, or `unknown`: labels stay bounded.
-    pub(super) method: &'static str,
+    /// The method's metrics (the policy table's path, or `unknown`: labels
+    /// stay bounded), resolved when the layer was made.
+    pub(super) metrics: Arc<MethodMetrics>,
     pub(super) span: tracing::Span,
     pub(super) started: Instant,
     pub(super) slot: Option<Slot>,
@@ -45,16 +45,14 @@ pub(super) struct Finish {
 
 impl Finish {
     pub(super) fn start(
-        service: &'static str,
-        method: &'static str,
+        metrics: Arc<MethodMetrics>,
         in_flight: Gauge,
         span: tracing::Span,
     ) -> Self {
         in_flight.inc();
         Self {
-            service,
             in_flight,
-            method,
+            metrics,
             span,
             started: crate::clock::monotonic(),
             slot: None,
@@ -67,8 +65,7 @@ impl Finish {
             return;
         }
         let elapsed = self.started.elapsed();
-        let code_name = format!("{code:?}");
-        self.span.record("code", code_name.as_str());
+        self.span.record("code", code_name(code));
         // The codes that are the server's fault, as OpenTelemetry's gRPC
         // conventions have it; a refusal is the caller's.
         if matches!(
@@ -84,21 +81,7 @@ impl Finish {
         }
         self.span
             .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
-        METRICS
-            .requests
-            .get_or_create(&CallLabels {
-                service: self.service.to_owned(),
-                method: self.method.to_owned(),
-                code: code_name,
-            })
-            .inc();
-        METRICS
-            .latency
-            .get_or_create(&MethodLabels {
-                service: self.service.to_owned(),
-                method: self.method.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record(code, elapsed);
         self.in_flight.dec();
         self.slot = None;
         let _entered = self.span.enter();

@@ -24,6 +24,7 @@ pub mod streams;
 pub mod windows;
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Weak},
     task::{Context, Poll},
     time::Duration,
@@ -53,7 +54,7 @@ use crate::{
     db::Db,
     error::{Error, Reason},
     identity::{Identity, REQUEST_ID, RequestContext},
-    metrics::{METRICS, ServiceLabels},
+    metrics::{METRICS, MethodMetrics, ServiceLabels},
     policy::{self, Access, UNKNOWN_METHOD},
     token::{BoxFuture, TokenVerifier},
 };
@@ -81,6 +82,10 @@ struct Shared {
     rate_limited: Windows<(std::net::IpAddr, &'static str)>,
     /// This service's in-flight gauge, looked up once rather than per RPC.
     in_flight_gauge: Gauge,
+    /// The policy table by path, each method with its metrics resolved.
+    methods: HashMap<&'static str, (policy::Method, Arc<MethodMetrics>)>,
+    /// The metrics of every path that is not in the table.
+    unknown: Arc<MethodMetrics>,
     request_timeout: Duration,
 }
 
@@ -123,6 +128,10 @@ impl RpcLayer {
                     service: service.to_owned(),
                 })
                 .clone(),
+            methods: policy::methods()
+                .map(|m| (m.path, (m, Arc::new(MethodMetrics::new(service, m.path)))))
+                .collect(),
+            unknown: Arc::new(MethodMetrics::new(service, UNKNOWN_METHOD)),
             request_timeout: server.request_timeout,
         });
         tokio::spawn(housekeeping(Arc::downgrade(&shared)));
@@ -194,7 +203,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         let request_id = request_id(req.headers());
-        let method = policy::method(req.uri().path());
+        let (method, metrics) = match shared.methods.get(req.uri().path()) {
+            Some((method, metrics)) => (Some(*method), metrics.clone()),
+            None => (None, shared.unknown.clone()),
+        };
         let label = method.map_or(UNKNOWN_METHOD, |m| m.path);
         let peer = req
             .extensions()
@@ -229,14 +241,13 @@ where
         let deadline = deadline(req.headers(), shared.request_timeout);
         let fut = async move {
             let mut finish = Finish::start(
-                shared.service,
-                label,
+                metrics,
                 shared.in_flight_gauge.clone(),
                 tracing::Span::current(),
             );
             let header = HeaderValue::from_str(&request_id).ok();
             let streaming = method.is_some_and(|m| m.streaming);
-            let answered = tokio::time::timeout(deadline, async {
+            let call = async {
                 let admitted = match shared.admit(method, peer) {
                     Ok(slot) => {
                         finish.slot = Some(slot);
@@ -254,12 +265,20 @@ where
                     }
                     Err(error) => Ok(tonic::Status::from(error).into_http()),
                 }
-            })
-            .await;
+            };
+            // A deadline within a millisecond cannot be answered before
+            // tonic's own timer on the same header (the runtime's timers
+            // tick in milliseconds): it is answered at once.
+            let answered = if deadline.is_zero() {
+                drop(call);
+                None
+            } else {
+                tokio::time::timeout(deadline, call).await.ok()
+            };
             let response = match answered {
-                Ok(response) => response?,
+                Some(response) => response?,
                 // The handler is dropped (cancelled) with the timer.
-                Err(_) => tonic::Status::from(DEADLINE_PASSED).into_http(),
+                None => tonic::Status::from(DEADLINE_PASSED).into_http(),
             };
             let (mut parts, body) = response.into_parts();
             if let Some(header) = header {
