@@ -72,8 +72,7 @@ async fn jwks(State(published): State<Arc<Published>>, request: HeaderMap) -> Re
         }
     };
     let digest = Sha256::digest(body.as_bytes());
-    let tag: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    let etag = format!("\"{tag}\"");
+    let etag = format!("\"{}\"", shared::audit::hex(&digest[..16]));
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, published.cache_control.clone());
     if let Ok(value) = HeaderValue::from_str(&etag) {

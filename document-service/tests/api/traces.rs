@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value},
     trace::v1::Span,
 };
+use shared::audit::hex;
 use shared::proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
     document::v1::document_service_client::DocumentServiceClient,
@@ -112,10 +113,6 @@ impl Collector {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// auth-service is the sibling binary: `cargo test --workspace` builds it
