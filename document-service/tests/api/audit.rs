@@ -665,8 +665,8 @@ async fn the_watch_exports_every_event_once_and_resumes() {
         audit
             .get_consistency_proof(bearer(
                 GetConsistencyProofRequest {
-                    first_size: 5,
-                    second_size: 3,
+                    first_size: 1,
+                    second_size: 1 << 40,
                 },
                 &admin,
             ))
@@ -674,6 +674,22 @@ async fn the_watch_exports_every_event_once_and_resumes() {
         tonic::Code::NotFound,
         "NOT_FOUND",
     );
+    // Before any lookup: with (5, 3) the answer used to depend on whether
+    // a batch had happened to stop at size 3 (NOT_FOUND, or this).
+    let inverted = assert_error(
+        audit
+            .get_consistency_proof(bearer(
+                GetConsistencyProofRequest {
+                    first_size: 5,
+                    second_size: 3,
+                },
+                &admin,
+            ))
+            .await,
+        tonic::Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&inverted), ["first_size"]);
     let proof = audit
         .get_inclusion_proof(bearer(
             GetInclusionProofRequest {

@@ -281,6 +281,10 @@ impl AuditService for AuditApi {
             checked_size("second_size", req.second_size),
         )
             .all()?;
+        // Refused whatever checkpoints exist (0 is the latest, judged below).
+        if second_size != 0 && first_size > second_size {
+            return Err(Error::invalid("first_size", "larger than second_size").into());
+        }
         let mut conn = self.log.db().read().await.map_err(Status::from)?;
         let second = store::checkpoint(conn.conn(), second_size).await?;
         if first_size > second.tree_size {
