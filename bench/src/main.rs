@@ -1,6 +1,7 @@
 //! docverify's benchmark: a bare tonic server (the framework's ceiling on
-//! this machine) and the whole docverify stack, in this process on fresh
-//! databases, driven scenario by scenario by a tonic load generator; one
+//! this machine) in this process and the shipped service binaries as child
+//! processes, on fresh databases, driven scenario by scenario by a tonic
+//! load generator; one
 //! table of requests/s, p50, p99 and errors, each rate beside the bare
 //! server's, and the same figures as JSON.
 //!
@@ -73,7 +74,7 @@ enum Scenario {
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
-    about = "Benchmarks docverify against a bare tonic server, in one process on fresh databases"
+    about = "Benchmarks docverify's service binaries against a bare tonic server, on fresh databases"
 )]
 struct Cli {
     /// Measured time per scenario, after the warm-up.
@@ -140,7 +141,7 @@ fn run(mut cli: Cli) -> Result<ExitCode, String> {
     eprintln!("bench: timing argon2id");
     let argon2_hash = baseline::argon2_hash_time(1)?;
     let argon2_hash_parallel = baseline::argon2_hash_time(machine.cores)?;
-    // The stack gets a runtime of its own, as if it were its own process.
+    // The yardsticks get a runtime of their own, as if a process of their own.
     let stack_runtime = runtime("stack")?;
     let load_runtime = runtime("load")?;
     let report = load_runtime.block_on(bench(
@@ -414,16 +415,29 @@ async fn measure(
                 ("storm", get, note)
             }
             Scenario::Rss => {
-                report.peak = Some(rss::measure(&ctx.clients, &ctx.seed).await?);
+                let services: Vec<_> = stack
+                    .services
+                    .iter()
+                    .map(|s| (s.name, s.process.id(), s.idle_kib))
+                    .collect();
+                report.peak = Some(rss::measure(&ctx.clients, &ctx.seed, &services).await?);
                 continue;
             }
         };
+        let resident: Vec<String> = stack
+            .services
+            .iter()
+            .map(|s| {
+                let kib = rss::status_kib(s.process.id(), "VmRSS").unwrap_or_default();
+                format!("{} {} MiB", s.name, kib / 1024)
+            })
+            .collect();
         eprintln!(
-            "bench: {scenario}: {:.0} req/s, p99 {} µs, {} errors; process RSS now {} MiB",
+            "bench: {scenario}: {:.0} req/s, p99 {} µs, {} errors; RSS now {}",
             measured.rps(),
             measured.quantile_us(0.99),
             measured.error_count(),
-            rss::status_kib("VmRSS").unwrap_or_default() / 1024
+            resident.join(", ")
         );
         report.rows.push(Row {
             scenario,

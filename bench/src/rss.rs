@@ -1,12 +1,12 @@
 //! Peak memory during 16 concurrent uploads of 16 MiB.
 //!
-//! The stack runs in this process, so the figure is this process's peak
-//! resident set (VmHWM in /proc/self/status): the stack plus the load
-//! generator, which makes each chunk as it is sent and so holds a few
-//! 64 KiB chunks, not the documents. The peak is reset just before the
-//! uploads (writing 5 to /proc/self/clear_refs), so earlier scenarios do not
-//! count; where the kernel refuses that, the figure is the peak since start
-//! and says so.
+//! The figure is each service process's peak resident set (VmHWM in
+//! /proc/<pid>/status) and their sum, the stack's: an upper bound of the
+//! two processes' peak together. The peaks are reset just before the
+//! uploads (writing 5 to /proc/<pid>/clear_refs), so earlier scenarios do
+//! not count; where the kernel refuses that, the figure is the peak since
+//! start and says so. Each process's resident set once it first answered,
+//! before any load, is its idle figure.
 
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,24 @@ use crate::{
     scenarios::{self, Clients, Seed},
 };
 
+/// One service process's resident set, KiB.
+#[derive(Debug, Clone)]
+pub(crate) struct Resident {
+    pub name: &'static str,
+    /// Once it first answered, before any load.
+    pub idle_kib: u64,
+    /// Just before the uploads.
+    pub before_kib: u64,
+    /// The highest during them.
+    pub peak_kib: u64,
+}
+
 pub(crate) const UPLOADS: usize = 16;
 pub(crate) const DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Peak {
-    /// Resident set just before the uploads, KiB.
-    pub before_kib: u64,
-    /// Highest resident set during them, KiB.
-    pub peak_kib: u64,
+    pub processes: Vec<Resident>,
     /// Whether the peak covers only the uploads (else: since start).
     pub reset: bool,
     pub uploaded: usize,
@@ -31,9 +40,33 @@ pub(crate) struct Peak {
     pub elapsed: Duration,
 }
 
-pub(crate) async fn measure(clients: &Clients, seed: &Seed) -> Result<Peak, String> {
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let before_kib = status_kib("VmRSS")?;
+impl Peak {
+    /// The stack's peak: the sum of its processes'.
+    pub(crate) fn peak_kib(&self) -> u64 {
+        self.processes.iter().map(|p| p.peak_kib).sum()
+    }
+
+    pub(crate) fn before_kib(&self) -> u64 {
+        self.processes.iter().map(|p| p.before_kib).sum()
+    }
+
+    pub(crate) fn idle_kib(&self) -> u64 {
+        self.processes.iter().map(|p| p.idle_kib).sum()
+    }
+}
+
+/// `services`: each process's name, id and idle resident set (KiB).
+pub(crate) async fn measure(
+    clients: &Clients,
+    seed: &Seed,
+    services: &[(&'static str, u32, u64)],
+) -> Result<Peak, String> {
+    let mut reset = true;
+    let mut before = Vec::with_capacity(services.len());
+    for &(_, pid, _) in services {
+        reset &= std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+        before.push(status_kib(pid, "VmRSS")?);
+    }
     let started = Instant::now();
     let uploads: Vec<_> = (0..UPLOADS)
         .map(|i| {
@@ -52,9 +85,17 @@ pub(crate) async fn measure(clients: &Clients, seed: &Seed) -> Result<Peak, Stri
             Err(other) => errors.push(format!("{other:?}")),
         }
     }
+    let mut processes = Vec::with_capacity(services.len());
+    for (&(name, pid, idle_kib), before_kib) in services.iter().zip(before) {
+        processes.push(Resident {
+            name,
+            idle_kib,
+            before_kib,
+            peak_kib: status_kib(pid, "VmHWM")?,
+        });
+    }
     Ok(Peak {
-        before_kib,
-        peak_kib: status_kib("VmHWM")?,
+        processes,
         reset,
         uploaded,
         errors,
@@ -62,13 +103,13 @@ pub(crate) async fn measure(clients: &Clients, seed: &Seed) -> Result<Peak, Stri
     })
 }
 
-/// A `kB` line of /proc/self/status.
-pub(crate) fn status_kib(field: &str) -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("/proc/self/status: {e}"))?;
+/// A `kB` line of /proc/<pid>/status.
+pub(crate) fn status_kib(pid: u32, field: &str) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no {field} in /proc/self/status"))
+        .ok_or_else(|| format!("no {field} in {path}"))
 }

@@ -1,7 +1,9 @@
-//! The servers under test, all in this process on their own runtime (so the
-//! load generator's threads are not theirs): a bare tonic server, and
-//! auth-service and document-service started the way their tests start them,
-//! `serve(config, listener, shutdown)` on port 0 with fresh databases.
+//! The servers under test. auth-service and document-service are the
+//! shipped binaries (built beside this one) as child processes on port 0
+//! with fresh databases, so that their memory and CPU are read from their
+//! own processes; the yardsticks run in this process on a runtime of their
+//! own (so the load generator's threads are not theirs): a bare tonic
+//! server, and the bare reads of `db-read` and `db-page` (see `bare`).
 //!
 //! The bare server is tonic-health's `Check` on a `Server` with no layers: a
 //! unary handler that does next to nothing (one map lookup), with the same
@@ -9,9 +11,14 @@
 //! is the ceiling of the framework on this machine, and it needs no
 //! protobuf build step of its own.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::Parser;
+use testkit::Process;
 use tokio::{runtime::Handle, sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint, Server, server::TcpIncoming};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -25,17 +32,22 @@ pub(crate) const ADMIN_PASSWORD: &str = "orchid harbour velvet compass admin";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to stop once asked.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-#[derive(Parser)]
-struct AuthArgs {
-    #[command(flatten)]
-    config: auth_service::Config,
-}
+/// How the binaries are built beside this one.
+const BUILD: &str = "cargo build --release -p bench -p auth-service -p document-service";
 
 #[derive(Parser)]
 struct DocumentArgs {
     #[command(flatten)]
     config: document_service::Config,
+}
+
+/// A service binary running as a child process.
+#[derive(Debug)]
+pub(crate) struct Service {
+    pub name: &'static str,
+    pub process: Process,
+    /// Its resident set once it first answered, KiB.
+    pub idle_kib: u64,
 }
 
 type Task = JoinHandle<Result<(), String>>;
@@ -49,6 +61,8 @@ pub(crate) struct Stack {
     pub bare: SocketAddr,
     /// document-service's pool settings, for the `free-write` baseline.
     pub document_pool: shared::db::PoolConfig,
+    /// The service binaries, as they were started.
+    pub services: Vec<Service>,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, Task)>,
     /// Holds document-service's service account credentials file.
@@ -68,6 +82,7 @@ impl Stack {
             documents: unbound,
             bare: unbound,
             document_pool: shared::db::PoolConfig::default(),
+            services: Vec::new(),
             stop,
             tasks: Vec::new(),
             credentials: tempfile::tempdir().map_err(|e| e.to_string())?,
@@ -106,54 +121,52 @@ impl Stack {
         });
         self.wait_ready("echo", echo, self.echo).await?;
 
-        let mut auth = AuthArgs::try_parse_from(["auth-service"])
-            .map_err(|e| format!("auth-service settings: {e}"))?
-            .config;
-        auth.database_url = dbs.auth_url.clone();
-        auth.bootstrap_admin_email = Some(ADMIN_EMAIL.to_owned());
-        auth.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
+        let dir = binaries()?;
         // The load comes from one address: buckets so large that they never
         // refuse, so the limiter's cost is measured but not its refusals.
-        let unlimited: shared::layer::limits::LimitSpec = "1000000/1s:1000000".parse()?;
-        auth.rate_limit_register = unlimited;
-        auth.rate_limit_login = unlimited;
-        auth.rate_limit_refresh_token = unlimited;
-        auth.rate_limit_logout = unlimited;
-        auth.rate_limit_validate_token = unlimited;
+        let unlimited = "1000000/1s:1000000".to_owned();
         // document-service reads the revocation feed, as in production.
         let credentials = self.credentials.path().join("document-service.credentials");
-        auth.bootstrap_service_credentials_file = Some(credentials.clone());
-        let listener = bind()?;
-        self.auth = local_addr(&listener)?;
-        let shutdown = until(stopped.clone());
-        let task = runtime.spawn(async move {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-            auth_service::serve(auth, listener, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        });
-        self.wait_ready("auth-service", task, self.auth).await?;
+        let mut auth = vec![
+            ("AUTH_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("AUTH_DATABASE_URL", dbs.auth_url.clone()),
+            ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+            ("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+            (
+                "BOOTSTRAP_SERVICE_CREDENTIALS_FILE",
+                credentials.display().to_string(),
+            ),
+        ];
+        for limit in [
+            "RATE_LIMIT_REGISTER",
+            "RATE_LIMIT_LOGIN",
+            "RATE_LIMIT_REFRESH_TOKEN",
+            "RATE_LIMIT_LOGOUT",
+            "RATE_LIMIT_VALIDATE_TOKEN",
+        ] {
+            auth.push((limit, unlimited.clone()));
+        }
+        let process = Process::start(&dir.join("auth-service"), &[], &auth, "auth-service").await;
+        self.auth = process.addr;
+        self.add_service("auth-service", process).await?;
 
-        let mut documents = DocumentArgs::try_parse_from(["document-service"])
-            .map_err(|e| format!("document-service settings: {e}"))?
-            .config;
-        documents.database_url = dbs.documents_url.clone();
-        documents.auth_service_url = format!("http://{}", self.auth);
-        documents.client_credentials_file = Some(credentials);
-        self.document_pool = shared::cli::ServiceConfig::database(&documents).pool;
-        let listener = bind()?;
-        self.documents = local_addr(&listener)?;
-        let shutdown = until(stopped.clone());
-        let task = runtime.spawn(async move {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-            document_service::serve(documents, listener, shutdown)
-                .await
-                .map_err(|e| e.to_string())
-        });
-        self.wait_ready("document-service", task, self.documents)
-            .await?;
+        let documents = [
+            ("DOCUMENT_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("DOCUMENT_DATABASE_URL", dbs.documents_url.clone()),
+            ("AUTH_SERVICE_URL", format!("http://{}", self.auth)),
+            (
+                "DOCUMENT_CLIENT_CREDENTIALS_FILE",
+                credentials.display().to_string(),
+            ),
+        ];
+        let binary = dir.join("document-service");
+        let process = Process::start(&binary, &[], &documents, "document-service").await;
+        self.documents = process.addr;
+        self.add_service("document-service", process).await?;
+        crate::cpu::count_processes(self.services.iter().map(|s| s.process.id()).collect());
+        self.document_pool = DocumentArgs::try_parse_from(["document-service"])
+            .map(|args| shared::cli::ServiceConfig::database(&args.config).pool)
+            .map_err(|e| format!("document-service settings: {e}"))?;
 
         // Once document-service has migrated its database.
         let db = shared::db::Db::connect(&dbs.documents_url, &self.document_pool)
@@ -183,6 +196,38 @@ impl Stack {
             served
         });
         self.wait_ready("bare reads", bare, self.bare).await
+    }
+
+    /// Keeps a started binary once its health check answers, with its
+    /// resident set at that moment.
+    async fn add_service(&mut self, name: &'static str, process: Process) -> Result<(), String> {
+        let addr = process.addr;
+        let pid = process.id();
+        // Stopped with the others should the check fail.
+        self.services.push(Service {
+            name,
+            process,
+            idle_kib: 0,
+        });
+        let mut health = HealthClient::new(lazy_channel(addr)?);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let check = health.check(HealthCheckRequest {
+                service: String::new(),
+            });
+            if check.await.is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("{name} did not answer within {READY_TIMEOUT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let idle_kib = crate::rss::status_kib(pid, "VmRSS")?;
+        if let Some(service) = self.services.last_mut() {
+            service.idle_kib = idle_kib;
+        }
+        Ok(())
     }
 
     /// Retries the health check until it answers; a server task that ends
@@ -218,10 +263,31 @@ impl Stack {
         }
     }
 
-    /// Stops every server (gracefully) and reports the first that failed.
+    /// Stops every server (gracefully: SIGTERM for the binaries) and
+    /// reports the first that failed.
     pub(crate) async fn stop(self) -> Result<(), String> {
         let _ = self.stop.send(true);
         let mut first_error = None;
+        // document-service first: it holds a feed from auth-service.
+        for Service {
+            name, mut process, ..
+        } in self.services.into_iter().rev()
+        {
+            process.terminate();
+            match process.wait_for_exit(STOP_TIMEOUT).await {
+                Some(status) if status.success() => {}
+                Some(status) => {
+                    first_error.get_or_insert(format!(
+                        "{name} exited with {status}:\n{}",
+                        process.output()
+                    ));
+                }
+                None => {
+                    first_error
+                        .get_or_insert(format!("{name}: did not stop within {STOP_TIMEOUT:?}"));
+                }
+            }
+        }
         for (name, task) in self.tasks {
             let outcome = match tokio::time::timeout(STOP_TIMEOUT, task).await {
                 Ok(Ok(result)) => result,
@@ -234,6 +300,22 @@ impl Stack {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The folder of the service binaries: this one's, where cargo builds
+/// every binary of the workspace for one profile.
+fn binaries() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the bench's own path: {e}"))?;
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    for name in ["auth-service", "document-service"] {
+        if !dir.join(name).is_file() {
+            return Err(format!(
+                "{} not found beside the bench; build the binaries with it: {BUILD}",
+                dir.join(name).display()
+            ));
+        }
+    }
+    Ok(dir)
 }
 
 /// `n` separate HTTP/2 connections to `addr` (clones of one tonic

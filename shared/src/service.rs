@@ -143,7 +143,7 @@ impl Service {
         let (signal, deadline) = server::graceful(shutdown, config.shutdown_drain_timeout, health);
 
         let router = server::builder(config)?
-            .layer(server::cors(config))
+            .layer(tower::util::option_layer(server::cors(config)))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(layer)
             .add_routes(routes)

@@ -2,9 +2,10 @@
 //!
 //! Logs: human-readable lines by default, one JSON object per line with
 //! `LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info`; a filter that
-//! does not parse stops the binary, like every other bad setting). Spans
-//! carry the request id, method, user id, status code and latency of each
-//! RPC; nothing secret is ever put in a field.
+//! does not parse stops the binary, like every other bad setting). Each
+//! RPC's span carries its request id, method, client and user id; its
+//! `rpc finished` line (debug) the status code and latency. Nothing secret
+//! is ever put in a field.
 //!
 //! Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set,
 //! the same spans go to that OTLP/gRPC collector, configured by the standard

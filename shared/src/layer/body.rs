@@ -38,6 +38,9 @@ pub(super) struct Finish {
     /// stay bounded), resolved when the layer was made.
     pub(super) metrics: Arc<MethodMetrics>,
     pub(super) span: tracing::Span,
+    /// Whether spans are exported: code and latency are then attributes of
+    /// the span. The log has them in the `rpc finished` line instead.
+    pub(super) traced: bool,
     pub(super) started: Instant,
     pub(super) slot: Option<Slot>,
     pub(super) recorded: bool,
@@ -48,12 +51,14 @@ impl Finish {
         metrics: Arc<MethodMetrics>,
         in_flight: Gauge,
         span: tracing::Span,
+        traced: bool,
     ) -> Self {
         in_flight.inc();
         Self {
             in_flight,
             metrics,
             span,
+            traced,
             started: crate::clock::monotonic(),
             slot: None,
             recorded: false,
@@ -65,31 +70,37 @@ impl Finish {
             return;
         }
         let elapsed = self.started.elapsed();
-        self.span.record("code", code_name(code));
-        // The codes that are the server's fault, as OpenTelemetry's gRPC
-        // conventions have it; a refusal is the caller's.
-        if matches!(
-            code,
-            tonic::Code::Unknown
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::Unimplemented
-                | tonic::Code::Internal
-                | tonic::Code::Unavailable
-                | tonic::Code::DataLoss
-        ) {
-            self.span.record("otel.status_code", "error");
+        if self.traced {
+            let span = &self.span;
+            span.record("code", code_name(code));
+            // The codes that are the server's fault, as OpenTelemetry's
+            // gRPC conventions have it; a refusal is the caller's.
+            if matches!(
+                code,
+                tonic::Code::Unknown
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::Internal
+                    | tonic::Code::Unavailable
+                    | tonic::Code::DataLoss
+            ) {
+                span.record("otel.status_code", "error");
+            }
+            span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
         }
-        self.span
-            .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
         self.metrics.record(code, elapsed);
         self.in_flight.dec();
         self.slot = None;
-        let _entered = self.span.enter();
-        tracing::debug!(
-            ?code,
-            latency_us = elapsed.as_micros() as u64,
-            "rpc finished"
-        );
+        // The body ends outside the span: entered (when anyone would read
+        // the line) so that the line has the RPC's fields.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let _entered = self.span.enter();
+            tracing::debug!(
+                ?code,
+                latency_us = elapsed.as_micros() as u64,
+                "rpc finished"
+            );
+        }
     }
 }
 

@@ -213,20 +213,34 @@ where
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
         let client_addr = crate::client::resolve(peer, req.headers(), &shared.trusted_proxies);
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = label,
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            service = shared.service,
-            method = %req.uri().path(),
-            request_id = %request_id,
-            client = %crate::client::Shown(client_addr),
-            user_id = tracing::field::Empty,
-            code = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-        );
+        // The log formats a span's fields when it opens (and each record):
+        // without an exporter, only what a log line within the RPC shows.
+        let traced = crate::telemetry::enabled();
+        let span = if traced {
+            tracing::info_span!(
+                "rpc",
+                otel.name = label,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                service = shared.service,
+                method = %req.uri().path(),
+                request_id = %request_id,
+                client = %crate::client::Shown(client_addr),
+                user_id = tracing::field::Empty,
+                code = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            )
+        } else {
+            tracing::info_span!(
+                "rpc",
+                service = shared.service,
+                method = req.uri().path(),
+                request_id = request_id.as_str(),
+                client = %crate::client::Shown(client_addr),
+                user_id = tracing::field::Empty,
+            )
+        };
         let trace_id = crate::telemetry::extract(&span, req.headers());
         if let Some(trace_id) = &trace_id {
             span.record("trace_id", tracing::field::display(trace_id));
@@ -244,6 +258,7 @@ where
                 metrics,
                 shared.in_flight_gauge.clone(),
                 tracing::Span::current(),
+                traced,
             );
             let header = HeaderValue::from_str(&request_id).ok();
             let streaming = method.is_some_and(|m| m.streaming);

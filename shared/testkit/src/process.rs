@@ -41,6 +41,11 @@ impl Process {
         started
     }
 
+    /// The process id (for /proc readings).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         self.output.lock().map(|o| o.clone()).unwrap_or_default()
