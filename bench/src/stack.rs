@@ -209,20 +209,7 @@ impl Stack {
             process,
             idle_kib: 0,
         });
-        let mut health = HealthClient::new(lazy_channel(addr)?);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            let check = health.check(HealthCheckRequest {
-                service: String::new(),
-            });
-            if check.await.is_ok() {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("{name} did not answer within {READY_TIMEOUT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        healthy(name, addr, || false).await?;
         let idle_kib = crate::rss::status_kib(pid, "VmRSS")?;
         if let Some(service) = self.services.last_mut() {
             service.idle_kib = idle_kib;
@@ -238,29 +225,16 @@ impl Stack {
         task: Task,
         addr: SocketAddr,
     ) -> Result<(), String> {
-        let mut health = HealthClient::new(lazy_channel(addr)?);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            if task.is_finished() {
-                let outcome = task.await.map_err(|e| e.to_string()).and_then(|r| r);
-                return Err(match outcome {
-                    Ok(()) => format!("{name} stopped during start"),
-                    Err(e) => format!("{name} did not start: {e}"),
-                });
-            }
-            let check = health.check(HealthCheckRequest {
-                service: String::new(),
+        let answered = healthy(name, addr, || task.is_finished()).await;
+        if matches!(answered, Ok(false)) {
+            let outcome = task.await.map_err(|e| e.to_string()).and_then(|r| r);
+            return Err(match outcome {
+                Ok(()) => format!("{name} stopped during start"),
+                Err(e) => format!("{name} did not start: {e}"),
             });
-            if check.await.is_ok() {
-                self.tasks.push((name, task));
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                self.tasks.push((name, task));
-                return Err(format!("{name} did not answer within {READY_TIMEOUT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.tasks.push((name, task));
+        answered.map(drop)
     }
 
     /// Stops every server (gracefully: SIGTERM for the binaries) and
@@ -299,6 +273,28 @@ impl Stack {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Retries `addr`'s health check until it answers (`true`), `gone` says
+/// the server ended (`false`), or READY_TIMEOUT passes (an error).
+async fn healthy(name: &str, addr: SocketAddr, gone: impl Fn() -> bool) -> Result<bool, String> {
+    let mut health = HealthClient::new(lazy_channel(addr)?);
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if gone() {
+            return Ok(false);
+        }
+        let check = health.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        if check.await.is_ok() {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{name} did not answer within {READY_TIMEOUT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
