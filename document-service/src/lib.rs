@@ -106,6 +106,7 @@ pub async fn serve(
                 Arc::new(move || feed_state.is_fresh(bound)),
             ));
             let jwks = Arc::new(JwksVerifier::new(
+                SERVICE.name,
                 auth.clone(),
                 config.clock.clone(),
                 revocations,

@@ -86,20 +86,15 @@ pub struct RequestContext {
 
 pub const MAX_USER_AGENT: usize = 256;
 
-/// The `user-agent` of `headers`, cut to [`MAX_USER_AGENT`] bytes on a
-/// character boundary.
+/// The `user-agent` of `headers`, cut to [`MAX_USER_AGENT`] bytes. Any cut
+/// is on a character boundary: `to_str` admits visible ASCII only (another
+/// agent is left out, as is a missing one).
 pub fn user_agent(headers: &http::HeaderMap) -> String {
-    let Some(agent) = headers
+    headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-    else {
-        return String::new();
-    };
-    let mut end = agent.len().min(MAX_USER_AGENT);
-    while !agent.is_char_boundary(end) {
-        end -= 1;
-    }
-    agent[..end].to_owned()
+        .map(|agent| agent[..agent.len().min(MAX_USER_AGENT)].to_owned())
+        .unwrap_or_default()
 }
 
 impl RequestContext {
@@ -139,4 +134,37 @@ pub fn request_context<T>(request: &tonic::Request<T>) -> RequestContext {
         .get::<RequestContext>()
         .cloned()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(value: &str) -> String {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::USER_AGENT, value.parse().unwrap());
+        user_agent(&headers)
+    }
+
+    #[test]
+    fn user_agents_are_cut_to_the_limit() {
+        assert_eq!(agent("grpcurl/1.9"), "grpcurl/1.9");
+        assert_eq!(agent(&"x".repeat(300)), "x".repeat(MAX_USER_AGENT));
+        assert_eq!(
+            agent(&"y".repeat(MAX_USER_AGENT)),
+            "y".repeat(MAX_USER_AGENT)
+        );
+        assert_eq!(agent("agent-é"), "", "not visible ASCII");
+        assert_eq!(user_agent(&http::HeaderMap::new()), "");
+    }
+
+    #[test]
+    fn audit_rows_name_the_client_address_without_its_port() {
+        let context = RequestContext {
+            client_addr: Some("10.1.2.3:4567".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(context.client_addr_string(), "10.1.2.3");
+        assert_eq!(RequestContext::default().client_addr_string(), "");
+    }
 }

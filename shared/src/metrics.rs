@@ -47,6 +47,30 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyFetchLabels {
+    pub service: String,
+    pub cause: String,
+}
+
+/// Why a service loaded its signing keys again.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyFetch {
+    /// The periodic refresh.
+    Refresh,
+    /// A token named a `kid` the service did not know (rate-limited).
+    UnknownKid,
+}
+
+impl KeyFetch {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Refresh => "refresh",
+            Self::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -58,6 +82,7 @@ pub struct Metrics {
     pub argon2_queue: Gauge,
     pub audit_lag: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     pub audit_tree_size: Family<ServiceLabels, Gauge>,
+    key_fetches: Family<KeyFetchLabels, Counter>,
     pools: Mutex<Vec<(String, Db)>>,
 }
 
@@ -82,6 +107,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let audit_lag: Family<ServiceLabels, Histogram, fn() -> Histogram> =
         Family::new_with_constructor(latency_histogram);
     let audit_tree_size = Family::<ServiceLabels, Gauge>::default();
+    let key_fetches = Family::<KeyFetchLabels, Counter>::default();
     registry.register(
         "grpc_requests",
         "RPCs handled, by method and status code",
@@ -117,6 +143,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Leaves in the audit log's latest checkpoint",
         audit_tree_size.clone(),
     );
+    registry.register(
+        "signing_key_fetches",
+        "Signing key set loads (auth-service from its database, document-service from \
+         auth-service), by cause: refresh or unknown_kid (junk tokens show up here)",
+        key_fetches.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -126,6 +158,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         argon2_queue,
         audit_lag,
         audit_tree_size,
+        key_fetches,
         pools: Mutex::new(Vec::new()),
     }
 });
@@ -137,6 +170,16 @@ impl Metrics {
             pools.retain(|(s, _)| s != service);
             pools.push((service.to_owned(), db.clone()));
         }
+    }
+
+    /// Counts one load of `service`'s signing keys, tried for `cause`.
+    pub fn key_fetch(&self, service: &str, cause: KeyFetch) {
+        self.key_fetches
+            .get_or_create(&KeyFetchLabels {
+                service: service.to_owned(),
+                cause: cause.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition format.

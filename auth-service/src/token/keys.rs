@@ -27,10 +27,13 @@ use jsonwebtoken::{
 use shared::{
     Error, Result,
     db::{Db, StartupLock, Timestamp},
+    metrics::{KeyFetch, METRICS},
     on_dialect,
     proto::auth::v1::{ListSigningKeysResponse, SigningKey},
     token::{AccessClaims, KeySet, PKCS8_ED25519_PREFIX, TOKEN_TYPE, TokenError},
 };
+
+use crate::SERVICE;
 
 struct Key {
     kid: String,
@@ -140,6 +143,7 @@ impl SigningKeys {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(keys) = keys.upgrade() else { return };
+                METRICS.key_fetch(SERVICE.name, KeyFetch::Refresh);
                 if let Err(e) = keys.reload().await {
                     tracing::warn!(error = %e, "cannot reload signing keys; keeping the ones we have");
                 }
@@ -153,6 +157,7 @@ impl SigningKeys {
         let loaded = self.current();
         match loaded.verify.verify(token, now) {
             Err(TokenError::UnknownKey) if self.may_reload_for_unknown_kid() => {
+                METRICS.key_fetch(SERVICE.name, KeyFetch::UnknownKid);
                 if let Err(e) = self.reload().await {
                     tracing::warn!(error = %e, "reload for an unknown key id failed");
                 }

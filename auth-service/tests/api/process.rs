@@ -2,13 +2,10 @@
 //! level, JSON logs, the healthcheck subcommand, graceful shutdown on
 //! SIGTERM, gRPC-Web over HTTP/1.1, load shedding and message limits.
 
-use std::{
-    io::{Read, Write},
-    time::Duration,
-};
+use std::time::Duration;
 
 use shared::proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use testkit::{Process, TestDb, connect_when_ready};
+use testkit::{Process, TestDb, connect_when_ready, http1};
 use tonic::{Code, transport::Channel};
 
 use crate::helpers::*;
@@ -189,17 +186,6 @@ async fn healthcheck_subcommand_and_graceful_shutdown() {
     );
 }
 
-fn http1(addr: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    response
-}
-
 #[tokio::test]
 async fn grpc_web_over_http1_with_cors() {
     let running = start(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com".into())]).await;
@@ -214,7 +200,7 @@ async fn grpc_web_over_http1_with_cors() {
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    let response = http1(addr, &request);
+    let response = http1(addr, request).await;
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
@@ -240,14 +226,15 @@ async fn grpc_web_over_http1_with_cors() {
         "OPTIONS /docverify.auth.v1.AuthService/Login HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://app.example.com\r\n\
          Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\nConnection: close\r\n\r\n"
     );
-    let text = String::from_utf8_lossy(&http1(addr, preflight.as_bytes())).to_lowercase();
+    let text =
+        String::from_utf8_lossy(&http1(addr, preflight.clone().into_bytes()).await).to_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(
         text.contains("access-control-allow-origin: https://app.example.com"),
         "{text}"
     );
     let stranger = preflight.replace("https://app.example.com", "https://evil.example.com");
-    let text = String::from_utf8_lossy(&http1(addr, stranger.as_bytes())).to_lowercase();
+    let text = String::from_utf8_lossy(&http1(addr, stranger.into_bytes()).await).to_lowercase();
     // An answer (not an empty or timed-out read) that grants nothing.
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(
@@ -360,7 +347,7 @@ async fn load_is_shed_and_messages_are_bounded() {
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    let text = String::from_utf8_lossy(&http1(addr, &request)).to_lowercase();
+    let text = String::from_utf8_lossy(&http1(addr, request).await).to_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(
         text.contains("grpc-status: 4") || text.contains("grpc-status:4"),
@@ -381,17 +368,7 @@ async fn prometheus_metrics_on_their_own_listener() {
             password: "not the password".into(),
         })
         .await;
-    let log = running.process.output();
-    let addr: std::net::SocketAddr = log
-        .lines()
-        .find(|l| l.contains("metrics on /metrics"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|a| a.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("the metrics address is logged");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let text = String::from_utf8_lossy(&http1(addr, request.as_bytes())).to_string();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let text = running.process.metrics().await;
     for needle in [
         r#"docverify_grpc_requests_total{service="auth-service",method="/docverify.auth.v1.AuthService/ListSigningKeys",code="Ok"} 1"#,
         r#"method="/docverify.auth.v1.AuthService/Login",code="Unauthenticated"} 1"#,
@@ -424,15 +401,16 @@ async fn the_signing_keys_are_published_over_http_for_gateways() {
         .and_then(|a| a.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .expect("the keys' HTTP address is logged");
-    let get = |extra: &str| {
+    let get = async |extra: &str| {
         let request = format!(
             "GET /.well-known/jwks.json HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
         );
-        let response = String::from_utf8_lossy(&http1(addr, request.as_bytes())).to_string();
+        let response =
+            String::from_utf8_lossy(&http1(addr, request.into_bytes()).await).to_string();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         (head.to_ascii_lowercase(), body.to_owned())
     };
-    let (head, body) = get("");
+    let (head, body) = get("").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("cache-control: public, max-age=45"), "{head}");
     assert!(head.contains("content-type: application/json"), "{head}");
@@ -466,15 +444,15 @@ async fn the_signing_keys_are_published_over_http_for_gateways() {
     )
     .expect("a third party verifies the token with the published key");
 
-    let (head, body) = get(&format!("If-None-Match: {etag}\r\n"));
+    let (head, body) = get(&format!("If-None-Match: {etag}\r\n")).await;
     assert!(head.starts_with("http/1.1 304"), "{head}");
     assert!(head.contains(&format!("etag: {etag}")), "{head}");
     assert!(body.is_empty(), "a 304 has no body: {body:?}");
-    let (head, _) = get("If-None-Match: \"something-else\"\r\n");
+    let (head, _) = get("If-None-Match: \"something-else\"\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
 
     let request = format!("GET /keys HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = String::from_utf8_lossy(&http1(addr, request.as_bytes())).to_string();
+    let response = String::from_utf8_lossy(&http1(addr, request.into_bytes()).await).to_string();
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
 }
 
@@ -636,4 +614,48 @@ async fn migrate_and_create_admin_subcommands() {
     let mut roles = promoted.user.unwrap().roles;
     roles.sort();
     assert_eq!(roles, ["admin", "user"], "its own password stays");
+}
+
+/// Tokens naming a `kid` auth-service does not know make it reload its keys
+/// from the database (another replica may just have added one), at most
+/// once per 5 s however many arrive at once: junk tokens cannot become a
+/// load on the database. Counted by `docverify_signing_key_fetches_total`.
+#[tokio::test]
+async fn unknown_kids_reload_the_keys_at_most_once_per_five_seconds() {
+    const RELOADS: &str =
+        r#"docverify_signing_key_fetches_total{service="auth-service",cause="unknown_kid"}"#;
+    // Keys kept in the database (no AUTH_SIGNING_KEY_FILE): those are the
+    // ones another replica can add to.
+    let db = TestDb::fresh("authunknownkid").await;
+    let env = [
+        ("AUTH_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("AUTH_DATABASE_URL", db.url.clone()),
+        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+    ];
+    let process = Process::start(BIN.as_ref(), &[], &env, "auth-service").await;
+    let channel = connect_when_ready(process.addr).await;
+    let stranger = |channel: &Channel| {
+        let mut auth = AuthServiceClient::new(channel.clone());
+        let token = TestKey::generate().sign(&serde_json::json!({"sub": "nobody"}));
+        async move {
+            auth.get_current_user(bearer(pb::GetCurrentUserRequest {}, &token))
+                .await
+                .expect_err("a key nobody published")
+                .code()
+        }
+    };
+    let window = tokio::time::Instant::now();
+    let burst = concurrently((0..20).map(|_| stranger(&channel))).await;
+    assert!(
+        burst.iter().all(|c| *c == Code::Unauthenticated),
+        "{burst:?}"
+    );
+    let reloads = testkit::process::sample(&process.metrics().await, RELOADS);
+    assert_eq!(reloads, Some(1.0), "20 unknown kids at once, one reload");
+
+    // After the window, the next unknown kid reloads again.
+    tokio::time::sleep_until(window + Duration::from_millis(5500)).await;
+    assert_eq!(stranger(&channel).await, Code::Unauthenticated);
+    let reloads = testkit::process::sample(&process.metrics().await, RELOADS);
+    assert_eq!(reloads, Some(2.0), "a reload per window");
 }

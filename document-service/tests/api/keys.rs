@@ -406,3 +406,131 @@ async fn keys_rotate_through_the_key_file_and_reach_document_service() {
     assert!(refused, "SIGNING_KEYS_REFRESH dropped the retired key");
     assert_eq!(list_code(&docs, &after.access_token).await, Code::Ok);
 }
+
+/// An issuer that publishes no key document-service can use (none is
+/// EdDSA) leaves every token undecided, UNAVAILABLE as before any key
+/// arrived, never UNAUTHENTICATED: the caller's token is not at fault, and
+/// a client told UNAUTHENTICATED would drop a good session.
+#[tokio::test]
+async fn an_issuer_without_a_usable_key_leaves_tokens_undecided() {
+    let key = auth::TestKey::generate();
+    let published = vec![shared::proto::auth::v1::SigningKey {
+        kid: key.kid.clone(),
+        algorithm: "RS256".into(),
+        public_key: vec![7; 32],
+        ..Default::default()
+    }];
+    let issuer = PublishesOnly::serve(published).await;
+    let docs = spawn_docs(doc_config_at(
+        format!("http://{}", issuer.addr),
+        TokenValidation::Local,
+        None,
+    ))
+    .await;
+    let now = shared::clock::Clock::system().now().unix_seconds();
+    let token = key.sign(&serde_json::json!({
+        "iss": "docverify-auth", "aud": "docverify", "sub": uuid::Uuid::now_v7().to_string(),
+        "email": "a@example.com", "roles": ["user"], "iat": now, "nbf": now,
+        "exp": now + 600, "jti": uuid::Uuid::now_v7().to_string(), "tgen": 0
+    }));
+    // Two answered fetches: the key set has been seen and judged.
+    for _ in 0..100 {
+        if issuer.answered() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        issuer.answered() >= 2,
+        "document-service asked for the keys"
+    );
+    assert_eq!(list_code(&docs, &token).await, Code::Unavailable);
+}
+
+/// A stand-in for auth-service that answers `ListSigningKeys` with fixed
+/// keys and every other method UNIMPLEMENTED.
+#[derive(Clone)]
+struct PublishesOnly {
+    keys: Vec<shared::proto::auth::v1::SigningKey>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Issuer {
+    addr: std::net::SocketAddr,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Issuer {
+    fn answered(&self) -> usize {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PublishesOnly {
+    async fn serve(keys: Vec<shared::proto::auth::v1::SigningKey>) -> Issuer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Self {
+            keys,
+            answered: Default::default(),
+        };
+        let answered = service.answered.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Issuer { addr, answered }
+    }
+}
+
+impl tonic::server::NamedService for PublishesOnly {
+    const NAME: &'static str = "docverify.auth.v1.AuthService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for PublishesOnly {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != "/docverify.auth.v1.AuthService/ListSigningKeys" {
+                return Ok(tonic::Status::unimplemented("a stand-in").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(this, request).await)
+        })
+    }
+}
+
+impl tonic::server::UnaryService<shared::proto::auth::v1::ListSigningKeysRequest>
+    for PublishesOnly
+{
+    type Response = shared::proto::auth::v1::ListSigningKeysResponse;
+    type Future = std::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+
+    fn call(
+        &mut self,
+        _: tonic::Request<shared::proto::auth::v1::ListSigningKeysRequest>,
+    ) -> Self::Future {
+        self.answered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(tonic::Response::new(
+            shared::proto::auth::v1::ListSigningKeysResponse {
+                keys: self.keys.clone(),
+                ..Default::default()
+            },
+        )))
+    }
+}

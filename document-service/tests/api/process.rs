@@ -352,7 +352,6 @@ async fn both_services_over_tls_with_mutual_tls_between_them() {
 /// its port as on auth-service's.
 #[tokio::test]
 async fn the_trace_log_keeps_content_and_tokens_out_and_grpc_web_is_served() {
-    use std::io::{Read, Write};
     let auth = auth::spawn_app().await;
     let login = auth.user("quiet@example.com").await;
     let (token, user_id) = (login.access_token, login.user.unwrap().id);
@@ -412,13 +411,9 @@ async fn the_trace_log_keeps_content_and_tokens_out_and_grpc_web_is_served() {
     )
     .into_bytes();
     web.extend_from_slice(&[0, 0, 0, 0, 0]);
-    let mut socket = std::net::TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    socket.write_all(&web).unwrap();
-    let mut response = Vec::new();
-    let _ = socket.read_to_end(&mut response);
+    // On a blocking thread: this runtime hosts auth-service, which
+    // document-service calls if its revocation feed has gone stale.
+    let response = testkit::http1(addr, web).await;
     let text = String::from_utf8_lossy(&response).to_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(
@@ -571,4 +566,55 @@ async fn kill_9_of_the_sequencer_hands_sequencing_to_another_replica() {
         slowest < Duration::from_secs(5),
         "handover took {slowest:?}"
     );
+}
+
+/// Tokens naming a `kid` document-service does not know make it fetch the
+/// keys from auth-service again (a key may just have rotated in), at most
+/// once per 5 s however many arrive at once: junk tokens cannot become a
+/// flood of calls to auth-service. Counted by
+/// `docverify_signing_key_fetches_total`.
+#[tokio::test]
+async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
+    const REFETCHES: &str =
+        r#"docverify_signing_key_fetches_total{service="document-service",cause="unknown_kid"}"#;
+    let auth = auth::spawn_app().await;
+    let token = auth.user("known@example.com").await.access_token;
+    let db = TestDb::fresh("docunknownkid").await;
+    let docs = start_docs(
+        &db,
+        &auth,
+        format!("http://{}", auth.addr),
+        &[("METRICS_ADDR", "127.0.0.1:0".into())],
+    )
+    .await;
+    let channel = connect_when_ready(docs.addr).await;
+    DocumentServiceClient::new(channel.clone())
+        .list_documents(bearer(ListDocumentsRequest::default(), &token))
+        .await
+        .expect("the published key verifies");
+    let stranger = |channel: &Channel| {
+        let mut documents = DocumentServiceClient::new(channel.clone());
+        let token = auth::TestKey::generate()
+            .sign(&auth.claims(&uuid::Uuid::now_v7().to_string(), &["user"]));
+        async move {
+            documents
+                .list_documents(bearer(ListDocumentsRequest::default(), &token))
+                .await
+                .expect_err("a key nobody published")
+                .code()
+        }
+    };
+    let window = tokio::time::Instant::now();
+    let burst = concurrently((0..20).map(|_| stranger(&channel))).await;
+    assert!(
+        burst.iter().all(|c| *c == tonic::Code::Unauthenticated),
+        "{burst:?}"
+    );
+    let fetches = testkit::process::sample(&docs.metrics().await, REFETCHES);
+    assert_eq!(fetches, Some(1.0), "20 unknown kids at once, one fetch");
+
+    tokio::time::sleep_until(window + Duration::from_millis(5500)).await;
+    assert_eq!(stranger(&channel).await, tonic::Code::Unauthenticated);
+    let fetches = testkit::process::sample(&docs.metrics().await, REFETCHES);
+    assert_eq!(fetches, Some(2.0), "a fetch per window");
 }

@@ -301,6 +301,14 @@ mod tests {
                 "LOGIN_THROTTLED",
             ),
             (
+                Error::RateLimited {
+                    description: "10 logins a minute".into(),
+                    retry_after: Duration::from_secs(7),
+                },
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+            ),
+            (
                 Error::unavailable("db down"),
                 Code::Unavailable,
                 "UNAVAILABLE",
@@ -328,10 +336,23 @@ mod tests {
                         .map(|b| b.field_violations[0].field.as_str()),
                     Some("email")
                 ),
+                Code::ResourceExhausted if why == "RATE_LIMITED" => {
+                    assert_eq!(
+                        details.retry_info().and_then(|r| r.retry_delay),
+                        Some(Duration::from_secs(7))
+                    );
+                    let quota = details.quota_failure().expect("which quota");
+                    assert_eq!(quota.violations[0].subject, "client address");
+                    assert_eq!(quota.violations[0].description, "10 logins a minute");
+                }
                 Code::ResourceExhausted => assert_eq!(
                     details.retry_info().and_then(|r| r.retry_delay),
                     Some(Duration::from_secs(60))
                 ),
+                // The client is told to retry; the cause stays in the log.
+                Code::Unavailable => {
+                    assert_eq!(status.message(), "service unavailable, retry later");
+                }
                 _ => {}
             }
         }
@@ -354,6 +375,89 @@ mod tests {
             .await;
         assert_eq!(status.message(), "internal error (request id req-2)");
         assert!(!format!("{:?}", status.details()).contains("SELECT"));
+    }
+
+    /// A database error as a driver reports it, by its SQLSTATE.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "made by the test"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn postgres_errors_that_a_retry_resolves_are_unavailable_the_rest_internal() {
+        let code = |state| Error::from(sqlx::Error::Database(Box::new(Sqlstate(state)))).code();
+        for state in [
+            "08006", "08001", "53300", "53100", "57P01", "57P03", "55000", "3D000", "57014",
+            "55P03", "25P03", "40001", "40P01",
+        ] {
+            assert_eq!(code(state), Code::Unavailable, "{state}");
+        }
+        // A unique violation, a missing table, a too long value, an
+        // operator intervention that is not a shutdown, a raised exception.
+        for state in ["23505", "42P01", "22001", "57000", "P0001", "25P02"] {
+            assert_eq!(code(state), Code::Internal, "{state}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_busy_is_unavailable_and_a_constraint_internal() {
+        use sqlx::{Connection, SqliteConnection, sqlite::SqliteConnectOptions};
+        let path = std::env::temp_dir().join(format!("docverify-busy-{}.db", uuid::Uuid::now_v7()));
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
+        let mut waiter = SqliteConnection::connect_with(&options).await.unwrap();
+        for statement in [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            "INSERT INTO t VALUES (1)",
+        ] {
+            sqlx::query(statement).execute(&mut holder).await.unwrap();
+        }
+        let unique = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut holder)
+            .await
+            .unwrap_err();
+        assert_eq!(Error::from(unique).code(), Code::Internal);
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let busy = sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut waiter)
+            .await
+            .unwrap_err();
+        assert_eq!(Error::from(busy).code(), Code::Unavailable);
+        drop((holder, waiter));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -494,3 +494,86 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value.parse().unwrap());
+        headers
+    }
+
+    fn timeout(value: &str) -> Option<Duration> {
+        grpc_timeout(&headers("grpc-timeout", value))
+    }
+
+    #[test]
+    fn grpc_timeouts_are_read_in_each_unit_and_refused_when_malformed() {
+        assert_eq!(timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout("4S"), Some(Duration::from_secs(4)));
+        assert_eq!(timeout("5m"), Some(Duration::from_millis(5)));
+        assert_eq!(timeout("6u"), Some(Duration::from_micros(6)));
+        assert_eq!(timeout("7n"), Some(Duration::from_nanos(7)));
+        // The spec's limit is 8 digits and a unit.
+        assert_eq!(timeout("99999999S"), Some(Duration::from_secs(99_999_999)));
+        for bad in [
+            "",
+            "S",
+            "100000000S",
+            "12345678901S",
+            "5",
+            "5s",
+            "-5S",
+            "5 S",
+        ] {
+            assert_eq!(timeout(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_deadline_is_the_shorter_of_the_callers_and_request_timeout() {
+        let limit = Duration::from_secs(30);
+        let early = Duration::from_millis(1);
+        let deadline_of = |value| deadline(&headers("grpc-timeout", value), limit);
+        assert_eq!(deadline_of("100m"), Duration::from_millis(100) - early);
+        assert_eq!(deadline_of("60S"), limit);
+        assert_eq!(deadline_of("30S"), limit);
+        assert_eq!(deadline(&HeaderMap::new(), limit), limit);
+    }
+
+    #[test]
+    fn callers_request_ids_are_kept_only_when_sane() {
+        let id = |value: &str| request_id(&headers(REQUEST_ID_HEADER, value));
+        for sane in ["a", "req-1.2_3:4", &"x".repeat(MAX_REQUEST_ID_LEN)] {
+            assert_eq!(id(sane), sane);
+        }
+        for insane in [
+            "",
+            "a b",
+            "a/b",
+            "line\tbreak",
+            "é",
+            &"x".repeat(MAX_REQUEST_ID_LEN + 1),
+        ] {
+            let fresh = id(insane);
+            assert_ne!(fresh, insane);
+            assert!(Uuid::parse_str(&fresh).is_ok(), "{fresh}");
+        }
+        assert!(Uuid::parse_str(&request_id(&HeaderMap::new())).is_ok());
+    }
+
+    #[test]
+    fn bearer_tokens_need_the_scheme_and_a_token() {
+        let token = |value: &str| bearer(&headers("authorization", value)).map(str::to_owned);
+        assert_eq!(token("Bearer abc.def"), Some("abc.def".to_owned()));
+        assert_eq!(token("bearer   abc "), Some("abc".to_owned()));
+        for refused in ["Basic abc", "Bearer ", "Bearer", "abc", "Bearerabc"] {
+            assert_eq!(token(refused), None, "{refused:?}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}

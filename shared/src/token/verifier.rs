@@ -19,6 +19,7 @@ use crate::{
     clock::Clock,
     error::{Error, Result},
     identity::Identity,
+    metrics::{KeyFetch, METRICS},
     policy::Role,
     proto::auth::v1::{
         ListSigningKeysRequest, ValidateTokenRequest, auth_service_client::AuthServiceClient,
@@ -56,6 +57,8 @@ pub trait TokenVerifier: Send + Sync + 'static {
 /// either, the RPC is UNAVAILABLE.
 #[derive(Debug)]
 pub struct JwksVerifier {
+    /// The service verifying, for its metrics.
+    service: &'static str,
     client: AuthServiceClient<Traced>,
     clock: Clock,
     keys: RwLock<Option<KeySet>>,
@@ -76,12 +79,14 @@ const INITIAL_RETRY: Duration = Duration::from_millis(500);
 
 impl JwksVerifier {
     pub fn new(
+        service: &'static str,
         channel: Channel,
         clock: Clock,
         revocations: Arc<Revocations>,
         max_staleness: Duration,
     ) -> Self {
         Self {
+            service,
             client: AuthServiceClient::with_interceptor(channel.clone(), Propagate),
             clock,
             keys: RwLock::new(None),
@@ -135,6 +140,7 @@ impl JwksVerifier {
                     return;
                 };
                 let had_keys = verifier.current().is_some();
+                METRICS.key_fetch(verifier.service, KeyFetch::Refresh);
                 let wait = match verifier.fetch().await {
                     Ok(()) => {
                         if !had_keys {
@@ -207,6 +213,7 @@ impl JwksVerifier {
             Error::unavailable("token signing keys not yet fetched from auth-service")
         })?;
         if !keys.contains(&kid) && self.may_refetch() {
+            METRICS.key_fetch(self.service, KeyFetch::UnknownKid);
             if let Err(e) = self.fetch().await {
                 tracing::warn!(error = %e, "refetch for an unknown key id failed");
             }

@@ -88,3 +88,27 @@ pub async fn connect_when_ready(addr: std::net::SocketAddr) -> tonic::transport:
     }
     panic!("server at {addr} did not become ready");
 }
+
+/// Sends `request` over a fresh HTTP/1.1 connection and returns all that
+/// comes back before the server closes it (or 5 s pass). The socket is
+/// read on a blocking thread: a test's runtime may host an in-process
+/// auth-service that the server must reach before it answers (a token
+/// check), and a read on the runtime's own thread would starve it.
+pub async fn http1(addr: std::net::SocketAddr, request: Vec<u8>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let exchange = move || -> std::io::Result<Vec<u8>> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        stream.write_all(&request)?;
+        let mut response = Vec::new();
+        // A timed-out read keeps what came before it: the caller asserts
+        // on the status line, so an empty answer fails there.
+        let _ = stream.read_to_end(&mut response);
+        Ok(response)
+    };
+    match tokio::task::spawn_blocking(exchange).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => panic!("HTTP/1.1 to {addr}: {e}"),
+        Err(e) => panic!("HTTP/1.1 to {addr}: {e}"),
+    }
+}

@@ -19,7 +19,7 @@ pub mod process;
 pub mod served;
 
 pub use db::{POSTGRES_ENV, TestDb};
-pub use grpc::{assert_error, bearer, concurrently, connect_when_ready, violated_fields};
+pub use grpc::{assert_error, bearer, concurrently, connect_when_ready, http1, violated_fields};
 pub use process::Process;
 pub use served::{Served, audit_events, verified_log};
 

@@ -51,6 +51,27 @@ impl Process {
         self.output.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
+    /// Its Prometheus metrics, from the address it logged for them (started
+    /// with `METRICS_ADDR=127.0.0.1:0`).
+    pub async fn metrics(&self) -> String {
+        let log = self.output();
+        let addr: std::net::SocketAddr = match log
+            .lines()
+            .find(|l| l.contains("metrics on /metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            Some(addr) => addr,
+            None => panic!("no metrics address in the log:\n{log}"),
+        };
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let text =
+            String::from_utf8_lossy(&crate::http1(addr, request.into_bytes()).await).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text
+    }
+
     /// Kills the process outright (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -164,6 +185,15 @@ async fn wait_listening(mut child: std::process::Child, output: Output, name: &s
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The value of one series in a scrape, named with its labels exactly as
+/// exposed (`name{label="value",...}`), or `None` when it is absent.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Runs `binary` to its end (a subcommand, or a start that fails): its exit
