@@ -411,3 +411,53 @@ async fn insert_leaves(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_keys_are_read_from_ed25519_pkcs8_pem_only() {
+        let dir =
+            std::env::temp_dir().join(format!("docverify-audit-key-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir(&dir).unwrap();
+        let seed = [9u8; 32];
+        let der = [&crate::token::PKCS8_ED25519_PREFIX[..], &seed].concat();
+        let write = |name: &str, tag: &str, contents: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem::encode(&pem::Pem::new(tag, contents.to_vec()))).unwrap();
+            path
+        };
+        assert_eq!(
+            seed_from_pem(&write("good.pem", "PRIVATE KEY", &der)).unwrap(),
+            seed
+        );
+        for (name, tag, contents) in [
+            ("public.pem", "PUBLIC KEY", der.clone()),
+            ("short.pem", "PRIVATE KEY", der[..40].to_vec()),
+            (
+                "other.pem",
+                "PRIVATE KEY",
+                vec![0x30, 0x03, 0x02, 0x01, 0x00],
+            ),
+        ] {
+            assert!(
+                seed_from_pem(&write(name, tag, &contents)).is_err(),
+                "{name}"
+            );
+        }
+        assert!(seed_from_pem(&dir.join("missing.pem")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_names_hold_no_space_or_plus() {
+        assert_eq!(
+            log_name("docverify.example/audit"),
+            Ok("docverify.example/audit".to_owned())
+        );
+        for bad in ["", "a b", "a+b"] {
+            assert!(log_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -136,3 +136,128 @@ pub fn to_json(receipt: &pb::Receipt) -> Value {
         "checkpoint": receipt.checkpoint,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::note::NoteSigner;
+
+    /// A log of three events, signed as `test-log`, and its verifier.
+    struct Three {
+        leaves: Vec<Vec<u8>>,
+        signer: NoteSigner,
+        verifier: NoteVerifier,
+    }
+
+    impl Three {
+        fn new() -> Self {
+            let signer = NoteSigner::new("test-log", &[7; 32]);
+            let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+            let leaves = (1..=3)
+                .map(|sequence| {
+                    serde_json::to_vec(&serde_json::json!({"sequence": sequence, "action": "a"}))
+                        .unwrap()
+                })
+                .collect();
+            Self {
+                leaves,
+                signer,
+                verifier,
+            }
+        }
+
+        fn hash(&self, index: usize) -> Hash {
+            merkle::leaf_hash(&self.leaves[index])
+        }
+
+        fn checkpoint(&self, size: u64, root: Hash) -> String {
+            self.signer.sign(&Checkpoint {
+                origin: "test-log".into(),
+                size,
+                root,
+            })
+        }
+
+        /// The receipt of the event at `index` (0 or 2) in the tree of
+        /// three: root = node(node(l0, l1), l2).
+        fn receipt(&self, index: usize) -> pb::Receipt {
+            let left = merkle::node_hash(&self.hash(0), &self.hash(1));
+            let root = merkle::node_hash(&left, &self.hash(2));
+            let path = match index {
+                0 => vec![self.hash(1), self.hash(2)],
+                _ => vec![left],
+            };
+            pb::Receipt {
+                leaf: self.leaves[index].clone(),
+                leaf_index: index as i64,
+                tree_size: 3,
+                inclusion_proof: path.iter().map(|h| h.to_vec()).collect(),
+                checkpoint: self.checkpoint(3, root),
+            }
+        }
+    }
+
+    #[test]
+    fn a_receipt_proves_its_event_in_the_signed_tree() {
+        let log = Three::new();
+        for index in [0, 2] {
+            let verified = verify(&log.receipt(index), &log.verifier).unwrap();
+            assert_eq!(verified.checkpoint.size, 3);
+            assert_eq!(verified.event["sequence"], index as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn a_receipt_altered_anywhere_is_refused() {
+        let log = Three::new();
+        let refused = |change: &dyn Fn(&mut pb::Receipt)| {
+            let mut receipt = log.receipt(2);
+            change(&mut receipt);
+            verify(&receipt, &log.verifier).expect_err("altered")
+        };
+        let size = refused(&|r| r.tree_size = 4);
+        assert!(size.contains("tree of 4 leaves"), "{size}");
+        let leaf = refused(&|r| r.leaf = br#"{"sequence":3,"action":"b"}"#.to_vec());
+        assert!(leaf.contains("inclusion proof"), "{leaf}");
+        refused(&|r| r.inclusion_proof[0][0] ^= 1);
+        refused(&|r| r.inclusion_proof[0].truncate(31));
+        refused(&|r| r.leaf_index = -1);
+        refused(&|r| r.leaf_index = 1);
+        refused(&|r| r.checkpoint = r.checkpoint.replace("test-log", "other-log"));
+    }
+
+    #[test]
+    fn a_leaf_must_name_its_own_place() {
+        // A correct proof of a leaf whose sequence is not its index + 1: an
+        // event moved to another place in the log.
+        let mut log = Three::new();
+        log.leaves[2] = br#"{"sequence":7,"action":"a"}"#.to_vec();
+        let error = verify(&log.receipt(2), &log.verifier).expect_err("misplaced");
+        assert!(error.contains("sequence"), "{error}");
+        log.leaves[0] = br#"{"sequence":2,"action":"a"}"#.to_vec();
+        assert!(verify(&log.receipt(0), &log.verifier).is_err());
+    }
+
+    #[test]
+    fn receipts_read_back_from_either_json_spelling() {
+        let log = Three::new();
+        let receipt = log.receipt(0);
+        let json = to_json(&receipt);
+        assert_eq!(json["leafIndex"], "0");
+        assert_eq!(json["treeSize"], "3");
+        assert_eq!(from_json(&json.to_string()).unwrap(), receipt);
+        // The whole VerifyDocument answer, as grpcurl prints it.
+        let answer = serde_json::json!({ "receipt": json }).to_string();
+        assert_eq!(from_json(&answer).unwrap(), receipt);
+        // snake_case with numbers.
+        let snake = serde_json::json!({
+            "leaf": json["leaf"], "leaf_index": 0, "tree_size": 3,
+            "inclusion_proof": json["inclusionProof"], "checkpoint": json["checkpoint"],
+        });
+        assert_eq!(from_json(&snake.to_string()).unwrap(), receipt);
+        let mut bad = json.clone();
+        bad["treeSize"] = "three".into();
+        assert!(from_json(&bad.to_string()).is_err());
+        assert!(from_json("not json").is_err());
+    }
+}
