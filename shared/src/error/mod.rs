@@ -330,12 +330,20 @@ mod tests {
                 Some("req-1")
             );
             match code {
-                Code::InvalidArgument => assert_eq!(
-                    details
-                        .bad_request()
-                        .map(|b| b.field_violations[0].field.as_str()),
-                    Some("email")
-                ),
+                Code::InvalidArgument => {
+                    assert_eq!(
+                        details
+                            .bad_request()
+                            .map(|b| b.field_violations[0].field.as_str()),
+                        Some("email")
+                    );
+                    // A client without the details still reads the field.
+                    assert!(
+                        status.message().contains("email: bad"),
+                        "{}",
+                        status.message()
+                    );
+                }
                 Code::ResourceExhausted if why == "RATE_LIMITED" => {
                     assert_eq!(
                         details.retry_info().and_then(|r| r.retry_delay),
