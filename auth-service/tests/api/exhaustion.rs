@@ -274,6 +274,53 @@ async fn denials_are_recorded_once_per_caller_window() {
     assert_eq!(details["last_request_id"], "probe-29");
 }
 
+/// A prober that stops calling still gets its summary: the layer's
+/// housekeeping (every WINDOW / 6, 10 s) ends the windows that are over
+/// without waiting for another refusal of the same key. The summary stands
+/// for no one request: its request id says so.
+#[tokio::test]
+async fn a_window_that_ends_quietly_is_summarised_by_housekeeping() {
+    let app = spawn_app().await;
+    let login = app.user("quiet-prober@example.com").await;
+    let list = || {
+        bearer(
+            pb::ListUsersRequest {
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &login.access_token,
+        )
+    };
+    for _ in 0..5 {
+        assert_error(
+            app.users().list_users(list()).await,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+    }
+    app.clock.advance(Duration::from_secs(61));
+    let admin = app.admin().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let summary = loop {
+        let denials = app.events(&admin.access_token, "authz.denied").await;
+        if let Some(summary) = denials
+            .iter()
+            .find(|e| e.details_json.contains("suppressed"))
+        {
+            assert_eq!(denials.len(), 2, "the first and the summary: {denials:?}");
+            break summary.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary within 15 s: {denials:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(summary.request_id, "refusal-windows");
+    let details: Value = serde_json::from_str(&summary.details_json).unwrap();
+    assert_eq!(details["suppressed"], 4);
+}
+
 /// 24 clients log in as fast as they can against one hashing thread, a
 /// queue of 4 and 16 request slots. Before the fix the logins waiting for
 /// the hasher held every slot: GetCurrentUser, ValidateToken and even
