@@ -122,3 +122,56 @@ impl StreamBudget {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(per_service: usize, per_connection: usize) -> StreamBudget {
+        StreamBudget::new(StreamConfig {
+            per_service,
+            per_connection,
+            idle_timeout: Duration::from_secs(1),
+            max_lifetime: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn a_connection_holds_at_most_its_share_and_gets_slots_back() {
+        let budget = budget(10, 2);
+        let (one, two): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:1000".parse().unwrap(),
+            "10.0.0.2:1000".parse().unwrap(),
+        );
+        let first = budget.admit(true, Some(one)).unwrap();
+        let _second = budget.admit(false, Some(one)).unwrap();
+        assert!(
+            budget.admit(true, Some(one)).is_err(),
+            "a third on one connection"
+        );
+        let _other = budget.admit(true, Some(two)).expect("another connection");
+        drop(first);
+        let _again = budget.admit(true, Some(one)).expect("a slot given back");
+        assert!(budget.admit(true, Some(one)).is_err());
+        drop((_second, _again));
+        assert!(
+            budget.connections.lock().unwrap().get(&one).is_none(),
+            "a connection with no stream is forgotten"
+        );
+    }
+
+    #[test]
+    fn public_and_authenticated_streams_have_budgets_of_their_own() {
+        let budget = budget(2, 100);
+        let public: Vec<_> = (0..2).map(|_| budget.admit(true, None).unwrap()).collect();
+        assert!(
+            budget.admit(true, None).is_err(),
+            "the public budget is full"
+        );
+        let _download = budget
+            .admit(false, None)
+            .expect("authenticated streams still open");
+        drop(public);
+        assert!(budget.admit(true, None).is_ok());
+    }
+}

@@ -135,3 +135,82 @@ impl<K: Hash + Eq + Clone> Windows<K> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> Event {
+        let actor = Actor {
+            id: None,
+            email: String::new(),
+        };
+        refusal(Action::AccessDenied, actor, "m", json!({ "n": n }))
+    }
+
+    fn at(seconds: u64) -> Timestamp {
+        Timestamp::from_unix_micros(1_000_000_000_000).plus(Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn the_first_refusal_is_written_the_rest_counted_into_a_summary() {
+        let windows = Windows::default();
+        assert_eq!(windows.note("k", || event(0), "r0", at(0)).len(), 1);
+        for i in 1..=3 {
+            let request = format!("r{i}");
+            assert!(windows.note("k", || event(i), &request, at(59)).is_empty());
+        }
+        // Another key has its own window.
+        assert_eq!(windows.note("j", || event(9), "j0", at(30)).len(), 1);
+        // At the window's end exactly, a new one opens: the summary of the
+        // old one, then the refusal itself.
+        let events = windows.note("k", || event(4), "r4", at(60));
+        assert_eq!(events.len(), 2, "{events:?}");
+        let summary = &events[0].details;
+        assert_eq!(summary["n"], 0, "the window's first event, summarised");
+        assert_eq!(summary["suppressed"], 3);
+        assert_eq!(summary["first_request_id"], "r1");
+        assert_eq!(summary["last_request_id"], "r3");
+        assert_eq!(summary["window_seconds"], 60);
+        assert_eq!(events[1].details["n"], 4);
+        // A window with nothing counted ends without a summary.
+        assert_eq!(windows.note("k", || event(5), "r5", at(120)).len(), 1);
+    }
+
+    #[test]
+    fn windows_that_are_over_are_summarised_when_counted_and_dropped_all_the_same() {
+        let windows = Windows::default();
+        windows.note("counted", || event(0), "a", at(0));
+        windows.note("counted", || event(1), "b", at(10));
+        windows.note("alone", || event(2), "c", at(0));
+        windows.note("later", || event(3), "d", at(30));
+        windows.note("later", || event(4), "e", at(31));
+        assert!(windows.expired(at(59)).is_empty());
+        let ended = windows.expired(at(60));
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!(ended[0].details["suppressed"], 1);
+        // Both windows that ended are gone: their next refusal is a first.
+        assert_eq!(windows.note("counted", || event(5), "f", at(61)).len(), 1);
+        assert_eq!(windows.note("alone", || event(6), "g", at(61)).len(), 1);
+        assert_eq!(windows.expired(at(90)).len(), 1, "later's window");
+    }
+
+    #[test]
+    fn past_the_key_limit_refusals_are_written_one_by_one() {
+        let windows = Windows::default();
+        for key in 0..MAX_WINDOWS {
+            windows.note(key, || event(0), "r", at(0));
+        }
+        let beyond = MAX_WINDOWS;
+        assert_eq!(windows.note(beyond, || event(1), "r", at(1)).len(), 1);
+        assert_eq!(
+            windows.note(beyond, || event(2), "r", at(2)).len(),
+            1,
+            "not counted"
+        );
+        assert!(
+            windows.note(0, || event(3), "r", at(3)).is_empty(),
+            "a kept key is"
+        );
+    }
+}
