@@ -194,4 +194,27 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn buckets_full_again_are_forgotten() {
+        let path = "/docverify.auth.v1.AuthService/Register";
+        let limits = ClientLimits::new(
+            &[(path, "1000/1s:1".parse().unwrap_or_else(|e| panic!("{e}")))],
+            Vec::new(),
+        );
+        for last in 1..=100u8 {
+            let client = IpAddr::from([198, 51, 100, last]);
+            assert!(limits.check(path, Some(client)).is_ok());
+        }
+        let buckets = || limits.methods[path].limiter.len();
+        assert_eq!(buckets(), 100);
+        // One call per millisecond refills: after 20 ms every bucket is full.
+        std::thread::sleep(Duration::from_millis(20));
+        limits.shrink();
+        assert_eq!(
+            buckets(),
+            0,
+            "memory is bounded by the callers of the last moments"
+        );
+    }
 }
