@@ -368,7 +368,38 @@ async fn prometheus_metrics_on_their_own_listener() {
             password: "not the password".into(),
         })
         .await;
-    let text = running.process.metrics().await;
+    // A stream the client walks away from is counted as CANCELLED, and
+    // leaves the in-flight gauge.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(running.channel.clone());
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().expect("the current status");
+    drop(watch);
+    const CANCELLED: &str = r#"docverify_grpc_requests_total{service="auth-service",method="/grpc.health.v1.Health/Watch",code="Cancelled"}"#;
+    const IN_FLIGHT: &str = r#"docverify_grpc_in_flight_requests{service="auth-service"}"#;
+    let mut text = running.process.metrics().await;
+    for _ in 0..50 {
+        if testkit::process::sample(&text, CANCELLED).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = running.process.metrics().await;
+    }
+    assert_eq!(
+        testkit::process::sample(&text, CANCELLED),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        testkit::process::sample(&text, IN_FLIGHT),
+        Some(0.0),
+        "{text}"
+    );
     for needle in [
         r#"docverify_grpc_requests_total{service="auth-service",method="/docverify.auth.v1.AuthService/ListSigningKeys",code="Ok"} 1"#,
         r#"method="/docverify.auth.v1.AuthService/Login",code="Unauthenticated"} 1"#,

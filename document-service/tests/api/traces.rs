@@ -230,6 +230,25 @@ async fn one_client_call_is_one_trace_across_both_services() {
     );
     assert_eq!(server.span.trace_state, "vendor=opaque", "tracestate kept");
     assert_eq!(server.span.kind, 2, "a server span");
+    // The outcome the layer recorded: the code, and the latency in ms (at
+    // most the span's own length, and more than the 10 µs no call with a
+    // ValidateToken round trip beats).
+    assert_eq!(text(&server.span.attributes, "code").as_deref(), Some("Ok"));
+    let latency_ms = server
+        .span
+        .attributes
+        .iter()
+        .find(|a| a.key == "latency_ms")
+        .and_then(|a| match a.value.as_ref()?.value {
+            Some(Value::DoubleValue(ms)) => Some(ms),
+            _ => None,
+        })
+        .expect("latency_ms, a double");
+    let span_ms = (server.span.end_time_unix_nano - server.span.start_time_unix_nano) as f64 / 1e6;
+    assert!(
+        latency_ms > 0.01 && latency_ms <= span_ms + 1.0,
+        "latency {latency_ms} ms in a span of {span_ms} ms"
+    );
     let validate = spans
         .iter()
         .find(|s| in_trace(s) && s.service == "auth-service" && s.span.name == validate_path)
