@@ -439,6 +439,93 @@ async fn tampering_forks_and_removals_are_detected() {
            WHERE position = (SELECT position FROM audit_leaves WHERE sequence = 3)"],
     )
     .await;
+    let report = verified_log(&stack.docs.channel, &admin).await;
+    assert!(report.valid);
+    let count = async |sql: &'static str| -> i64 {
+        on_dialect!(db.writer(), p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap())
+    };
+    assert_eq!(
+        report.checkpoints_checked,
+        count("SELECT COUNT(*) FROM audit_checkpoints WHERE tree_size > 0").await,
+        "every stored checkpoint is checked: {report:?}"
+    );
+
+    // A stored inner node altered (node 1/1 covers sequences 3 and 4) is
+    // named by the first event under it.
+    exec(
+        &db,
+        &[
+            &drop_trigger(pg, "audit_nodes_no_update", "audit_nodes"),
+            "CREATE TABLE saved AS SELECT hash FROM audit_nodes WHERE level = 1 AND idx = 1",
+            "UPDATE audit_nodes SET hash = (SELECT hash FROM audit_nodes WHERE level = 1 AND idx = 0) \
+             WHERE level = 1 AND idx = 1",
+        ],
+    )
+    .await;
+    let report = verified_log(&stack.docs.channel, &admin).await;
+    assert!(!report.valid);
+    assert_eq!(report.first_invalid_sequence, 3, "{report:?}");
+    assert!(report.problem.contains("node 1/1"), "{report:?}");
+    exec(
+        &db,
+        &[
+            "UPDATE audit_nodes SET hash = (SELECT hash FROM saved) WHERE level = 1 AND idx = 1",
+            "DROP TABLE saved",
+        ],
+    )
+    .await;
+    assert!(verified_log(&stack.docs.channel, &admin).await.valid);
+
+    // The first checkpoint's note replaced by the latest one (a signature
+    // that checks, over another tree) is named by the first event after it.
+    let first = count("SELECT MIN(tree_size) FROM audit_checkpoints WHERE tree_size > 0").await;
+    let latest = count("SELECT MAX(tree_size) FROM audit_checkpoints").await;
+    assert!(latest > first, "five uploads make several checkpoints");
+    let swap = format!(
+        "UPDATE audit_checkpoints SET note = (SELECT note FROM audit_checkpoints \
+         WHERE tree_size = {latest}) WHERE tree_size = {first}"
+    );
+    exec(
+        &db,
+        &[
+            &drop_trigger(pg, "audit_checkpoints_no_update", "audit_checkpoints"),
+            "CREATE TABLE saved AS SELECT note FROM audit_checkpoints \
+             WHERE tree_size = (SELECT MIN(tree_size) FROM audit_checkpoints WHERE tree_size > 0)",
+            &swap,
+        ],
+    )
+    .await;
+    let report = verified_log(&stack.docs.channel, &admin).await;
+    assert!(!report.valid);
+    assert_eq!(report.first_invalid_sequence, first + 1, "{report:?}");
+    assert!(
+        report
+            .problem
+            .contains(&format!("checkpoint of size {first}")),
+        "{report:?}"
+    );
+    let restore = format!(
+        "UPDATE audit_checkpoints SET note = (SELECT note FROM saved) WHERE tree_size = {first}"
+    );
+    exec(&db, &[&restore, "DROP TABLE saved"]).await;
+    assert!(verified_log(&stack.docs.channel, &admin).await.valid);
+    // Its stored root alone altered, the note intact: refused all the same.
+    let swap = format!(
+        "UPDATE audit_checkpoints SET root_hash = (SELECT root_hash FROM audit_checkpoints \
+         WHERE tree_size = {latest}) WHERE tree_size = {first}"
+    );
+    let save = format!(
+        "CREATE TABLE saved AS SELECT root_hash FROM audit_checkpoints WHERE tree_size = {first}"
+    );
+    exec(&db, &[&save, &swap]).await;
+    let report = verified_log(&stack.docs.channel, &admin).await;
+    assert!(!report.valid);
+    assert_eq!(report.first_invalid_sequence, first + 1, "{report:?}");
+    let restore = format!(
+        "UPDATE audit_checkpoints SET root_hash = (SELECT root_hash FROM saved) \
+         WHERE tree_size = {first}"
+    );
+    exec(&db, &[&restore, "DROP TABLE saved"]).await;
     assert!(verified_log(&stack.docs.channel, &admin).await.valid);
 
     // A fork: the newest events removed with their leaves, nodes and
@@ -510,6 +597,39 @@ async fn tampering_forks_and_removals_are_detected() {
     assert!(
         detected,
         "a checkpoint published before the fork contradicts the forked log"
+    );
+
+    // The newest event removed, its checkpoint kept: the checkpoint is
+    // named, with the first event it lacks.
+    let size = count("SELECT MAX(tree_size) FROM audit_checkpoints").await;
+    exec(
+        &db,
+        &[&format!("DELETE FROM audit_leaves WHERE sequence = {size}")],
+    )
+    .await;
+    let report = verified_log(&stack.docs.channel, &admin).await;
+    assert!(!report.valid);
+    assert_eq!(report.first_invalid_sequence, size, "{report:?}");
+    assert!(
+        report.problem.contains("has no events to match"),
+        "{report:?}"
+    );
+    // And with the checkpoints that cover it gone too, the event is still
+    // counted: neither in the log nor queued for it.
+    exec(
+        &db,
+        &[&format!(
+            "DELETE FROM audit_checkpoints WHERE tree_size >= {size}"
+        )],
+    )
+    .await;
+    let covered = count("SELECT MAX(tree_size) FROM audit_checkpoints").await;
+    let report = verified_log(&stack.docs.channel, &admin).await;
+    assert!(!report.valid);
+    assert_eq!(report.first_invalid_sequence, covered + 1, "{report:?}");
+    assert!(
+        report.problem.contains("1 event(s) are neither"),
+        "{report:?}"
     );
 
     // A removed event leaves a hole that is named.

@@ -577,14 +577,17 @@ async fn kill_9_of_the_sequencer_hands_sequencing_to_another_replica() {
 async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
     const REFETCHES: &str =
         r#"docverify_signing_key_fetches_total{service="document-service",cause="unknown_kid"}"#;
-    let auth = auth::spawn_app().await;
+    let mut auth = auth::spawn_app().await;
     let token = auth.user("known@example.com").await.access_token;
     let db = TestDb::fresh("docunknownkid").await;
     let docs = start_docs(
         &db,
         &auth,
         format!("http://{}", auth.addr),
-        &[("METRICS_ADDR", "127.0.0.1:0".into())],
+        &[
+            ("METRICS_ADDR", "127.0.0.1:0".into()),
+            ("SIGNING_KEYS_REFRESH", "2s".into()),
+        ],
     )
     .await;
     let channel = connect_when_ready(docs.addr).await;
@@ -617,4 +620,18 @@ async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
     assert_eq!(stranger(&channel).await, tonic::Code::Unauthenticated);
     let fetches = testkit::process::sample(&docs.metrics().await, REFETCHES);
     assert_eq!(fetches, Some(2.0), "a fetch per window");
+
+    // With auth-service gone, the keys it had are kept and asked for again
+    // at the refresh interval (2 s), not at the 500 ms of start-up: no
+    // retry storm against a service that is down. In 5 s, at most 4 tries
+    // (the fast retry would make about 9).
+    const REFRESHES: &str =
+        r#"docverify_signing_key_fetches_total{service="document-service",cause="refresh"}"#;
+    let refreshes = || async { testkit::process::sample(&docs.metrics().await, REFRESHES) };
+    auth.stop().await;
+    let before = refreshes().await.expect("refreshes counted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tries = refreshes().await.expect("refreshes counted") - before;
+    println!("MEASURED: {tries} key fetches in 5 s with auth-service down");
+    assert!((1.0..=4.0).contains(&tries), "{tries} fetches in 5 s");
 }
