@@ -418,7 +418,6 @@ async fn an_issuer_without_a_usable_key_leaves_tokens_undecided() {
         kid: key.kid.clone(),
         algorithm: "RS256".into(),
         public_key: vec![7; 32],
-        ..Default::default()
     }];
     let issuer = PublishesOnly::serve(published).await;
     let docs = spawn_docs(doc_config_at(

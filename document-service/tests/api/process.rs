@@ -632,6 +632,8 @@ async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
     let before = refreshes().await.expect("refreshes counted");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let tries = refreshes().await.expect("refreshes counted") - before;
-    println!("MEASURED: {tries} key fetches in 5 s with auth-service down");
+    testkit::measured(format_args!(
+        "{tries} key fetches in 5 s with auth-service down"
+    ));
     assert!((1.0..=4.0).contains(&tries), "{tries} fetches in 5 s");
 }
