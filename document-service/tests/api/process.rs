@@ -595,7 +595,7 @@ async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
         .list_documents(bearer(ListDocumentsRequest::default(), &token))
         .await
         .expect("the published key verifies");
-    let stranger = |channel: &Channel| {
+    let stranger = || {
         let mut documents = DocumentServiceClient::new(channel.clone());
         let token = auth::TestKey::generate()
             .sign(&auth.claims(&uuid::Uuid::now_v7().to_string(), &["user"]));
@@ -607,19 +607,7 @@ async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
                 .code()
         }
     };
-    let window = tokio::time::Instant::now();
-    let burst = concurrently((0..20).map(|_| stranger(&channel))).await;
-    assert!(
-        burst.iter().all(|c| *c == tonic::Code::Unauthenticated),
-        "{burst:?}"
-    );
-    let fetches = testkit::process::sample(&docs.metrics().await, REFETCHES);
-    assert_eq!(fetches, Some(1.0), "20 unknown kids at once, one fetch");
-
-    tokio::time::sleep_until(window + Duration::from_millis(5500)).await;
-    assert_eq!(stranger(&channel).await, tonic::Code::Unauthenticated);
-    let fetches = testkit::process::sample(&docs.metrics().await, REFETCHES);
-    assert_eq!(fetches, Some(2.0), "a fetch per window");
+    testkit::process::one_key_fetch_per_window(&docs, REFETCHES, stranger).await;
 
     // With auth-service gone, the keys it had are kept and asked for again
     // at the refresh interval (2 s), not at the 500 ms of start-up: no

@@ -217,3 +217,26 @@ pub fn run_to_end(
     );
     (output.status, text)
 }
+
+/// Makes 20 calls at once, then one more once 5 s have passed, with tokens
+/// whose `kid` nobody published (each from `refused`, which answers the
+/// code): every call is UNAUTHENTICATED, and `process`'s counter `series`
+/// of key fetches reads 1 after the burst and 2 after the last call (one
+/// fetch per 5 s window, however many unknown kids arrive).
+pub async fn one_key_fetch_per_window<F>(process: &Process, series: &str, refused: impl Fn() -> F)
+where
+    F: std::future::Future<Output = tonic::Code> + Send + 'static,
+{
+    let window = tokio::time::Instant::now();
+    let burst = crate::concurrently((0..20).map(|_| refused())).await;
+    assert!(
+        burst.iter().all(|c| *c == tonic::Code::Unauthenticated),
+        "{burst:?}"
+    );
+    let fetches = sample(&process.metrics().await, series);
+    assert_eq!(fetches, Some(1.0), "20 unknown kids at once, one fetch");
+    tokio::time::sleep_until(window + std::time::Duration::from_millis(5500)).await;
+    assert_eq!(refused().await, tonic::Code::Unauthenticated);
+    let fetches = sample(&process.metrics().await, series);
+    assert_eq!(fetches, Some(2.0), "a fetch per window");
+}
