@@ -162,3 +162,151 @@ impl DisplayName {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `field: description` of a refusal; panics on anything else.
+    fn refused<T: std::fmt::Debug>(parsed: Result<T>) -> String {
+        match parsed {
+            Err(Error::InvalidArgument(violations)) => {
+                assert_eq!(violations.len(), 1, "{violations:?}");
+                format!("{}: {}", violations[0].field, violations[0].description)
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    fn email(raw: &str) -> Result<Email> {
+        Email::parse("email", raw)
+    }
+
+    #[test]
+    fn emails_are_trimmed_lower_cased_and_plausible() {
+        let parsed = email("  Ann.Lee+docs@Example.COM \n").unwrap();
+        assert_eq!(parsed.as_str(), "ann.lee+docs@example.com");
+        for good in [
+            "a@b",
+            "jörg@exämple.de",
+            "o'brien!#$%&*/=?^_`{|}~-@my-host.example",
+            "x@1.2.3.4",
+        ] {
+            assert_eq!(email(good).unwrap().as_str(), good);
+        }
+        assert_eq!(refused(email("")), "email: is required");
+        assert_eq!(refused(email(" \t ")), "email: is required");
+        // Each of these breaks one rule and keeps every other.
+        for bad in [
+            "no-at-sign.example",
+            "@example.com",
+            ".ann@example.com",
+            "ann.@example.com",
+            "an..n@example.com",
+            "an n@example.com",
+            "an,n@example.com",
+            "a@b@example.com",
+            "ann@",
+            "ann@.example",
+            "ann@example.",
+            "ann@exa..mple",
+            "ann@-example.com",
+            "ann@example-.com",
+            "ann@exa_mple.com",
+            "ann@exa+mple.com",
+        ] {
+            assert_eq!(
+                refused(email(bad)),
+                "email: must be an email address",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn email_lengths_are_bounded_at_the_limits() {
+        let local = |n| "l".repeat(n);
+        let label = |n| "d".repeat(n);
+        assert!(email(&format!("{}@x.example", local(64))).is_ok());
+        assert!(email(&format!("{}@x.example", local(65))).is_err());
+        assert!(email(&format!("a@{}.example", label(63))).is_ok());
+        assert!(email(&format!("a@{}.example", label(64))).is_err());
+        // 64 + 1 + 63 + 1 + 63 + 1 + 61 = 254 bytes, every part within its own limit.
+        let longest = format!("{}@{}.{}.{}", local(64), label(63), label(63), label(61));
+        assert_eq!(longest.len(), 254);
+        assert_eq!(email(&longest).unwrap().as_str(), longest);
+        let too_long = format!("{longest}d");
+        assert_eq!(
+            refused(email(&too_long)),
+            "email: must be at most 254 characters"
+        );
+    }
+
+    #[test]
+    fn new_passwords_are_12_to_128_characters_not_bytes() {
+        let parse = |raw: &str| NewPassword::parse("password", raw);
+        for n in [12, 13, 128] {
+            let raw = "p".repeat(n);
+            assert_eq!(parse(&raw).unwrap().expose(), raw);
+        }
+        // Two bytes a character: 11 are 22 bytes and still too few.
+        assert_eq!(parse(&"é".repeat(12)).unwrap().expose(), "é".repeat(12));
+        let short = "password: must be at least 12 characters";
+        assert_eq!(refused(parse(&"é".repeat(11))), short);
+        assert_eq!(refused(parse(&"p".repeat(11))), short);
+        assert_eq!(refused(parse("")), short);
+        let long = "password: must be at most 128 characters";
+        assert_eq!(refused(parse(&"p".repeat(129))), long);
+        // Over the byte bound: refused before the characters are counted.
+        assert_eq!(refused(parse(&"p".repeat(MAX_PASSWORD_BYTES + 1))), long);
+        assert_eq!(
+            refused(parse("twelve chars\0here")),
+            "password: must not contain NUL characters"
+        );
+    }
+
+    #[test]
+    fn a_new_password_is_not_the_email_in_any_case() {
+        let address = email("long.address@example.com").unwrap();
+        let same = NewPassword::parse("new_password", " Long.Address@Example.COM ").unwrap();
+        assert_eq!(
+            refused(same.not_email("new_password", &address)),
+            "new_password: must not be the email address"
+        );
+        let other = NewPassword::parse("new_password", "long.address@example.org").unwrap();
+        let kept = other.not_email("new_password", &address).unwrap();
+        assert_eq!(kept.expose(), "long.address@example.org");
+    }
+
+    #[test]
+    fn login_passwords_are_only_bounded() {
+        let parse = |raw: &str| Password::parse("password", raw);
+        assert_eq!(parse("x").unwrap().expose(), "x");
+        let longest = "p".repeat(MAX_PASSWORD_BYTES);
+        assert_eq!(parse(&longest).unwrap().expose(), longest);
+        assert_eq!(
+            refused(parse(&format!("{longest}p"))),
+            "password: must be at most 128 characters"
+        );
+        assert_eq!(refused(parse("")), "password: is required");
+    }
+
+    #[test]
+    fn refresh_tokens_longer_than_ours_are_kept_as_none() {
+        let parse = |raw: &str| RefreshToken::parse("refresh_token", raw);
+        let longest = "r".repeat(MAX_REFRESH_TOKEN_CHARS);
+        assert_eq!(parse(&longest).unwrap().expose(), Some(longest.as_str()));
+        assert_eq!(parse(&format!("{longest}r")).unwrap().expose(), None);
+        assert_eq!(refused(parse("")), "refresh_token: is required");
+    }
+
+    #[test]
+    fn display_names_are_trimmed() {
+        let name = DisplayName::parse("display_name", "  Ann Lee ").unwrap();
+        assert_eq!(name.as_str(), "Ann Lee");
+        assert_eq!(
+            refused(DisplayName::parse("display_name", "  ")),
+            "display_name: is required"
+        );
+    }
+}

@@ -167,4 +167,55 @@ mod tests {
         assert_eq!(context.client_addr_string(), "10.1.2.3");
         assert_eq!(RequestContext::default().client_addr_string(), "");
     }
+
+    #[test]
+    fn owners_act_on_their_own_and_holders_of_any_on_everything() {
+        use Permission::{DocumentsReadAny as Any, DocumentsReadOwn as Own};
+        let owner = Uuid::now_v7();
+        let someone = Uuid::now_v7();
+        let check = |roles: Vec<Role>, of: Uuid| {
+            Identity::new(owner, "o@example.com".into(), roles)
+                .ensure_owner_or(of, Own, Any, "document")
+        };
+        let refused = |result: Result<()>| {
+            matches!(
+                result,
+                Err(Error::NotFound {
+                    resource: "document"
+                })
+            )
+        };
+        assert!(check(vec![Role::User], owner).is_ok());
+        assert!(refused(check(vec![Role::User], someone)), "not theirs");
+        assert!(check(vec![Role::Verifier], someone).is_ok(), "any");
+        // The owner, without the permission for their own things.
+        assert!(refused(check(vec![Role::Service], owner)));
+        assert!(refused(check(vec![], owner)));
+
+        let user = Identity::new(owner, String::new(), vec![Role::User]);
+        assert_eq!(user.permissions(), Permissions::of_roles(&[Role::User]));
+        assert!(user.can(Own));
+        assert!(!user.can(Any));
+    }
+
+    #[test]
+    fn handlers_read_what_the_layer_put_into_the_request() {
+        let mut request = tonic::Request::new(());
+        assert!(matches!(
+            current_user(&request),
+            Err(Error::Unauthenticated { .. })
+        ));
+        assert_eq!(request_context(&request).request_id, "");
+        let context = RequestContext {
+            request_id: "req-1".into(),
+            ..Default::default()
+        };
+        request.extensions_mut().insert(context);
+        let caller = Uuid::now_v7();
+        request
+            .extensions_mut()
+            .insert(Identity::new(caller, String::new(), vec![Role::User]));
+        assert_eq!(request_context(&request).request_id, "req-1");
+        assert_eq!(current_user(&request).unwrap().user_id, caller);
+    }
 }
