@@ -221,6 +221,12 @@ impl Drop for Watched {
     }
 }
 
+/// How often the watchdog looks: a quarter of the idle timeout, so that a
+/// stall is ended at most a quarter late, within 10 ms and 1 s.
+fn tick(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
 async fn watch(
     state: Weak<Mutex<WatchState>>,
     request_id: String,
@@ -228,7 +234,7 @@ async fn watch(
     lifetime: Duration,
 ) {
     let started = crate::clock::monotonic();
-    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick = tick(idle);
     loop {
         tokio::time::sleep(tick.min(lifetime)).await;
         let Some(state) = state.upgrade() else { return };
@@ -305,5 +311,21 @@ impl http_body::Body for Watched {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::tick;
+
+    #[test]
+    fn the_watchdog_looks_four_times_per_idle_timeout_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(tick(ms(2000)), ms(500));
+        assert_eq!(tick(ms(100)), ms(25));
+        assert_eq!(tick(ms(20)), ms(10));
+        assert_eq!(tick(Duration::from_secs(60)), ms(1000));
     }
 }
