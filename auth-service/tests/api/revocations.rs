@@ -53,6 +53,21 @@ async fn read_feed(
     }
 }
 
+/// The feed from its first fact, as `token` sees it.
+async fn watch_from_start(
+    app: &TestApp,
+    token: &str,
+) -> tonic::Streaming<pb::WatchRevocationsResponse> {
+    feed(app)
+        .watch_revocations(bearer(
+            pb::WatchRevocationsRequest { after_cursor: 0 },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn disable(app: &TestApp, admin: &str, user_id: &str, disabled: bool) {
     let mut users = app.users();
     if disabled {
@@ -517,14 +532,7 @@ async fn a_revoked_subscriber_loses_its_stream() {
         .unwrap()
         .into_inner()
         .access_token;
-    let mut stream = feed(&app)
-        .watch_revocations(bearer(
-            pb::WatchRevocationsRequest { after_cursor: 0 },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch_from_start(&app, &token).await;
     // Heartbeats flow...
     stream.message().await.unwrap().unwrap();
     accounts(&app)
@@ -637,14 +645,7 @@ async fn heartbeats_keep_their_pace_between_slow_polls() {
     })
     .await;
     let service = app.service_token().await;
-    let mut stream = feed(&app)
-        .watch_revocations(bearer(
-            pb::WatchRevocationsRequest { after_cursor: 0 },
-            &service,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch_from_start(&app, &service).await;
     let start = std::time::Instant::now();
     let mut last = start;
     let mut longest = Duration::ZERO;
@@ -679,14 +680,7 @@ async fn heartbeats_stop_while_the_log_cannot_be_read() {
         return;
     }
     let service = app.service_token().await;
-    let mut stream = feed(&app)
-        .watch_revocations(bearer(
-            pb::WatchRevocationsRequest { after_cursor: 0 },
-            &service,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch_from_start(&app, &service).await;
     let wait = Duration::from_secs(5);
     let first = tokio::time::timeout(wait, stream.message()).await;
     assert!(first.unwrap().unwrap().is_some(), "heartbeats flow");

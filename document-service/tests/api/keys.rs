@@ -6,6 +6,18 @@ use tonic::Code;
 
 use crate::helpers::*;
 
+/// A service account's credentials file in `dir`, for an auth-service that
+/// reads it at start (or for none at all).
+fn credentials_in(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!("{}:dvs_{}", uuid::Uuid::now_v7(), "k".repeat(43)),
+    )
+    .unwrap();
+    credentials
+}
+
 /// Fails closed until auth-service's keys and revocation feed arrive; with
 /// auth-service gone, tokens verify locally for REVOCATION_MAX_STALENESS
 /// (the feed's last heartbeat vouches for them), then fail safe: each would
@@ -20,12 +32,7 @@ async fn fails_closed_until_keys_arrive_then_fails_safe_when_auth_is_gone() {
     let auth_addr = reserved.local_addr().unwrap();
     drop(reserved);
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("credentials");
-    std::fs::write(
-        &credentials,
-        format!("{}:dvs_{}", uuid::Uuid::now_v7(), "k".repeat(43)),
-    )
-    .unwrap();
+    let credentials = credentials_in(&dir);
     let mut config = doc_config_at(
         format!("http://{auth_addr}"),
         TokenValidation::Local,
@@ -622,12 +629,7 @@ async fn an_unreachable_auth_service_is_retried_with_backoff() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("credentials");
-    std::fs::write(
-        &credentials,
-        format!("{}:dvs_{}", uuid::Uuid::now_v7(), "k".repeat(43)),
-    )
-    .unwrap();
+    let credentials = credentials_in(&dir);
     let config = doc_config_at(
         format!("http://{addr}"),
         TokenValidation::Local,
