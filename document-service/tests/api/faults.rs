@@ -371,17 +371,13 @@ async fn kill_dash_nine_mid_write_keeps_the_invariants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_unavailable_and_heals_without_restart() {
-    let stack = spawn_stack_with(TokenValidation::Local, |c| {
+    let Some(stack) = spawn_postgres_stack("a database outage under load", |c| {
         c.server.health_check_interval = Duration::from_millis(200)
     })
-    .await;
-    if stack
-        .docs
-        .db
-        .skips_without_postgres("a database outage under load")
-    {
+    .await
+    else {
         return;
-    }
+    };
     let (token, _) = stack.user_with_roles("outage@example.com", &["user"]).await;
     let doc = stack.upload(&token, "before", b"data").await.unwrap();
 

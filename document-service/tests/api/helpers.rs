@@ -27,7 +27,7 @@ pub(crate) struct DocApp {
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub db: TestDb,
-    _served: Served,
+    served: Served,
 }
 
 /// document-service's defaults, pointed at `auth` and reading its
@@ -85,11 +85,17 @@ pub(crate) async fn spawn_docs_on(mut config: document_service::Config, db: Test
         addr,
         channel,
         db,
-        _served: served,
+        served,
     }
 }
 
 impl DocApp {
+    /// Stops it gracefully: its background tasks (the sequencer among
+    /// them) end with it.
+    pub(crate) async fn stop(&mut self) {
+        self.served.stop().await;
+    }
+
     pub(crate) fn addr_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -122,6 +128,16 @@ pub(crate) async fn spawn_stack_with(
     customize(&mut config);
     let docs = spawn_docs(config).await;
     Stack { auth, docs }
+}
+
+/// [`spawn_stack_with`] (local verification) for a test that needs
+/// PostgreSQL: None on SQLite, where the test is SKIPPED and says so.
+pub(crate) async fn spawn_postgres_stack(
+    what: &str,
+    customize: impl FnOnce(&mut document_service::Config),
+) -> Option<Stack> {
+    let stack = spawn_stack_with(TokenValidation::Local, customize).await;
+    (!stack.docs.db.skips_without_postgres(what)).then_some(stack)
 }
 
 impl Stack {

@@ -64,11 +64,26 @@ pub struct Log {
     recent: std::sync::Mutex<Recent>,
 }
 
-/// The newest batches this replica sequenced, and the size they reached.
+/// The newest batches this replica sequenced, and what it saw of the others'.
 #[derive(Debug, Default)]
 struct Recent {
     sequences: std::collections::HashMap<i64, i64>,
+    /// The largest size this replica has seen, its own batches' or not.
     size: i64,
+    /// How many times it saw the log grown by another replica: a waiter
+    /// whose event it did not sequence asks the database again then.
+    others: u64,
+}
+
+impl Recent {
+    /// `size` was read from the database: if it is beyond what this replica
+    /// knew, another replica grew the log.
+    fn saw(&mut self, size: i64) {
+        if size > self.size {
+            self.others += 1;
+            self.size = size;
+        }
+    }
 }
 
 /// Positions kept in [`Recent`]; past it the oldest half is forgotten (a
@@ -218,6 +233,9 @@ impl Log {
             on_dialect!(self.db.reader(), p => sqlx::query_as(look).fetch_one(p).await?);
         let mut sequenced = 0;
         let mut size = latest.unwrap_or(0);
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.saw(size);
+        }
         if (waiting || latest.is_none())
             && let Some((count, new_size)) = self.sequence_batch().await?
         {
@@ -292,6 +310,7 @@ impl Log {
             .map(|_| ())?);
         tx.commit().await?;
         if let Ok(mut recent) = self.recent.lock() {
+            recent.saw(size);
             if recent.sequences.len() > RECENT {
                 let keep_from = size - (RECENT / 2) as i64;
                 recent.sequences.retain(|_, sequence| *sequence > keep_from);
@@ -316,29 +335,30 @@ impl Log {
 
     /// Waits until the event at `position` is a leaf under a checkpoint,
     /// or `deadline` passes; its sequence if it is. It asks the database
-    /// once, then again only when another replica grew the log: what this
-    /// replica sequences it learns from memory.
+    /// once, then again only when another replica grew the log (even if
+    /// this one grew it further in the same look): what this replica
+    /// sequences it learns from memory.
     pub async fn sequenced(&self, position: i64, deadline: Duration) -> Result<Option<i64>> {
         let mut size = self.subscribe();
         self.poke.notify_one();
         let wait = async {
-            let mut ask = true;
+            let mut asked = None;
             loop {
-                let local = match self.recent.lock() {
+                let others = match self.recent.lock() {
                     Ok(recent) => {
                         if let Some(&sequence) = recent.sequences.get(&position) {
                             return Ok(Some(sequence));
                         }
-                        recent.size
+                        Some(recent.others)
                     }
-                    Err(_) => 0,
+                    Err(_) => None,
                 };
-                if ask || *size.borrow() > local {
+                if others.is_none() || asked != others {
                     let mut conn = self.db.read().await?;
                     if let Some(sequence) = store::sequence_of(conn.conn(), position).await? {
                         return Ok(Some(sequence));
                     }
-                    ask = false;
+                    asked = others;
                 }
                 if size.changed().await.is_err() {
                     return Ok(None);
