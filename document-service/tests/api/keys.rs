@@ -645,3 +645,56 @@ async fn an_unreachable_auth_service_is_retried_with_backoff() {
     assert!(attempts >= 3, "it retries: {attempts}");
     assert!(attempts <= 25, "with backoff: {attempts}");
 }
+
+/// A stream cut off abruptly (the connection dropped, no end from the
+/// server) says nothing against the feed's service token: the feed
+/// reconnects with it, and asks for no new one. When auth-service then
+/// refuses it (here its clock passed the token's expiry during a second
+/// cut), the feed asks for exactly one new token. Tried: with the two
+/// branches swapped (the token forgotten after a failure, kept after a
+/// refusal), each cut cost a token, and the count of issued tokens (read
+/// off auth-service's trail) failed the test; with the refused token kept,
+/// the feed stayed stale until the token's own renewal time (48 minutes).
+#[tokio::test]
+async fn a_cut_connection_keeps_the_token_and_a_refused_one_is_renewed() {
+    let auth = auth::spawn_app_with(|c| {
+        c.access_token_ttl = Duration::from_secs(3600);
+        c.revocation_retention = Duration::from_secs(7200);
+    })
+    .await;
+    let proxy = testkit::Proxy::to(auth.addr).await;
+    let mut config = doc_config_at(
+        format!("http://{}", proxy.addr),
+        TokenValidation::Local,
+        Some(auth.credentials_file()),
+    );
+    config.server.health_check_interval = Duration::from_millis(200);
+    let docs = spawn_docs(config).await;
+    let issued = async || {
+        let admin = auth.admin().await.access_token;
+        audit_events(&auth.channel, &admin, "service_account.token_issued")
+            .await
+            .len()
+    };
+    let cut_and_mend = async |meanwhile: Duration| {
+        proxy.cut();
+        assert!(
+            wait_health(&docs.channel, REVOCATION_FEED, NOT_SERVING).await,
+            "cut off: stale"
+        );
+        auth.clock.advance(meanwhile);
+        proxy.mend();
+        assert!(
+            wait_health(&docs.channel, REVOCATION_FEED, SERVING).await,
+            "back: fresh again"
+        );
+    };
+    assert!(wait_health(&docs.channel, REVOCATION_FEED, SERVING).await);
+    let first = issued().await;
+    assert_eq!(first, 1);
+    cut_and_mend(Duration::ZERO).await;
+    assert_eq!(issued().await, first, "reconnected with the token it had");
+    // Past the token's expiry and the verifiers' leeway (30 s).
+    cut_and_mend(Duration::from_secs(3700)).await;
+    assert_eq!(issued().await, first + 1, "refused, it asked for one more");
+}

@@ -7,6 +7,7 @@
 //!   a manual clock and a bootstrap admin, and its clients.
 //! - [`grpc`]: calling as a client would, and asserting on the answers.
 //! - [`process`]: the service binaries as child processes.
+//! - [`proxy`]: a TCP proxy whose connections a test cuts.
 //! - [`served`]: a service running in the test's process, and its trail.
 // Tests wait for real servers in real time.
 #![allow(clippy::disallowed_methods)]
@@ -16,11 +17,13 @@ pub mod auth;
 pub mod db;
 pub mod grpc;
 pub mod process;
+pub mod proxy;
 pub mod served;
 
 pub use db::{POSTGRES_ENV, TestDb};
 pub use grpc::{assert_error, bearer, concurrently, connect_when_ready, http1, violated_fields};
 pub use process::Process;
+pub use proxy::Proxy;
 pub use served::{Served, audit_events, verified_log};
 
 /// Prints a measured figure where the test run's output shows it, passing
