@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use tokio::{
@@ -23,6 +24,8 @@ pub struct Proxy {
 struct State {
     open: bool,
     connections: JoinSet<()>,
+    /// When each connection was accepted, cut or not.
+    accepted: Vec<Instant>,
 }
 
 impl Proxy {
@@ -33,11 +36,13 @@ impl Proxy {
         let state = Arc::new(Mutex::new(State {
             open: true,
             connections: JoinSet::new(),
+            accepted: Vec::new(),
         }));
         let shared = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut state = shared.lock().unwrap();
+                state.accepted.push(Instant::now());
                 // While cut, a connection is accepted and closed at once.
                 if state.open {
                     state.connections.spawn(async move {
@@ -65,6 +70,17 @@ impl Proxy {
 
     pub fn mend(&self) {
         self.state.lock().unwrap().open = true;
+    }
+
+    /// When each connection since `since` was accepted.
+    pub fn connections_after(&self, since: Instant) -> Vec<Instant> {
+        let state = self.state.lock().unwrap();
+        state
+            .accepted
+            .iter()
+            .copied()
+            .filter(|&at| at > since)
+            .collect()
     }
 }
 
