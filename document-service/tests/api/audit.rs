@@ -653,6 +653,19 @@ async fn tampering_forks_and_removals_are_detected() {
     db.close().await;
 }
 
+/// A WatchAuditEvents stream of `docs`' log, opened with `token`.
+async fn open_watch(
+    docs: &DocApp,
+    token: &str,
+    request: WatchAuditEventsRequest,
+) -> tonic::Streaming<apb::WatchAuditEventsResponse> {
+    docs.audit()
+        .watch_audit_events(bearer(request, token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// WatchAuditEvents exports the log without a miss or a repeat while
 /// writers run, resumes from any sequence, filters, and each batch comes
 /// with a checkpoint that covers it; bad arguments are INVALID_ARGUMENT.
@@ -661,13 +674,7 @@ async fn the_watch_exports_every_event_once_and_resumes() {
     let stack = spawn_stack(TokenValidation::Local).await;
     let admin = stack.admin().await;
     let (owner, _) = stack.user_with_roles("watch@example.com", &["user"]).await;
-    let mut watch = stack
-        .docs
-        .audit()
-        .watch_audit_events(bearer(WatchAuditEventsRequest::default(), &admin))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = open_watch(&stack.docs, &admin, WatchAuditEventsRequest::default()).await;
     // In waves that fit the per-connection budget of streaming calls.
     for wave in 0..2 {
         let uploads = (0..12).map(|i| {
@@ -698,20 +705,16 @@ async fn the_watch_exports_every_event_once_and_resumes() {
     let expected: Vec<i64> = (1..=seen.len() as i64).collect();
     assert_eq!(seen, expected, "every event once, in sequence order");
 
-    let mut resumed = stack
-        .docs
-        .audit()
-        .watch_audit_events(bearer(
-            WatchAuditEventsRequest {
-                after_sequence: 10,
-                action: "document.uploaded".into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed = open_watch(
+        &stack.docs,
+        &admin,
+        WatchAuditEventsRequest {
+            after_sequence: 10,
+            action: "document.uploaded".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     let mut after = Vec::new();
     while let Message::Event(e) = resumed.message().await.unwrap().unwrap().message.unwrap() {
         assert_eq!(e.action, "document.uploaded");
@@ -835,6 +838,22 @@ async fn the_watch_exports_every_event_once_and_resumes() {
     ));
 }
 
+/// Checks `docs`' log whole (its chain and tree) and its events'
+/// sequences, each once with no gap; how many there are.
+async fn gapless_log(docs: &DocApp, admin: &str) -> i64 {
+    let report = verified_log(&docs.channel, admin).await;
+    assert!(report.valid, "{report:?}");
+    let mut sequences: Vec<i64> = audit_events(&docs.channel, admin, "")
+        .await
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    sequences.sort();
+    let n = sequences.len() as i64;
+    assert_eq!(sequences, (1..=n).collect::<Vec<_>>(), "no gap, no repeat");
+    n
+}
+
 /// Three replicas writing at once make one log: every event sequenced
 /// exactly once, and each stored checkpoint consistent with the next (a
 /// proof per pair, verified outside). On PostgreSQL the replicas contend
@@ -859,21 +878,9 @@ async fn three_replicas_writing_at_once_make_one_consistent_log() {
         });
         concurrently(uploads).await;
     }
-    let report = verified_log(&stack.docs.channel, &admin).await;
-    assert!(report.valid, "{report:?}");
+    let events = gapless_log(&stack.docs, &admin).await;
     let uploaded = audit_events(&stack.docs.channel, &admin, "document.uploaded").await;
     assert_eq!(uploaded.len(), 60);
-    let mut sequences: Vec<i64> = audit_events(&stack.docs.channel, &admin, "")
-        .await
-        .iter()
-        .map(|e| e.sequence)
-        .collect();
-    sequences.sort();
-    assert_eq!(
-        sequences,
-        (1..=sequences.len() as i64).collect::<Vec<_>>(),
-        "no gap, no repeat"
-    );
 
     let db = raw_db(&stack.docs).await;
     let notes: Vec<(i64, String)> = on_dialect!(db.reader(), p => sqlx::query_as(
@@ -895,7 +902,7 @@ async fn three_replicas_writing_at_once_make_one_consistent_log() {
     testkit::measured(format_args!(
         "{} checkpoints for {} events written by 3 replicas at once",
         notes.len(),
-        sequences.len()
+        events
     ));
 }
 
@@ -1251,4 +1258,159 @@ async fn a_review_another_replica_sequenced_still_gets_its_receipt() {
     testkit::measured(format_args!(
         "a receipt sequenced by another replica reached its review {took:?} after the next look"
     ));
+}
+
+/// The sequencer's health (`docverify.audit.v1.Sequencer`) turns
+/// NOT_SERVING once events have waited AUDIT_MAX_LAG (1 s here) without the
+/// log growing, not before, and SERVING again when it grows; an idle log,
+/// with nothing waiting, stays SERVING past the lag. PostgreSQL only: the
+/// test holds the sequencer's lock to make it lag.
+#[tokio::test]
+async fn the_sequencers_health_follows_its_lag() {
+    const SEQUENCER: &str = "docverify.audit.v1.Sequencer";
+    let Some(stack) = spawn_postgres_stack("the sequencer's health", |c| {
+        c.server.audit_max_lag = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let channel = &stack.docs.channel;
+    assert!(wait_health(channel, SEQUENCER, SERVING).await, "at start");
+    let (owner, _) = stack.user_with_roles("lag@example.com", &["user"]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(health(channel, SEQUENCER).await, SERVING, "idle");
+    let lock = SequencerLock::take(&stack.docs).await;
+    let held = shared::clock::monotonic();
+    stack.upload(&owner, "waits", b"waits").await.unwrap();
+    assert!(
+        wait_health(channel, SEQUENCER, NOT_SERVING).await,
+        "lagging"
+    );
+    let lagging = held.elapsed();
+    lock.release().await;
+    assert!(wait_health(channel, SEQUENCER, SERVING).await, "caught up");
+    testkit::measured(format_args!(
+        "the sequencer reported lagging {lagging:?} after its lock was taken (AUDIT_MAX_LAG 1 s)"
+    ));
+    // The queue was last seen empty at most one interval (100 ms) before.
+    assert!(lagging >= Duration::from_millis(850), "{lagging:?}");
+}
+
+/// Under a steady stream of writes the sequencer follows closely: after a
+/// batch that found events it looks again 10 ms later, not after its
+/// interval (1 s here), so three seconds of uploads make many small
+/// checkpoints rather than one a second. Tried: with the interval after
+/// every batch, 3 or 4 checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_the_sequencer_follows_closely() {
+    const LOAD: Duration = Duration::from_secs(3);
+    let stack = spawn_stack_with(TokenValidation::Local, |c| {
+        c.server.audit_sequence_interval = Duration::from_secs(1);
+    })
+    .await;
+    let (owner, _) = stack.user_with_roles("steady@example.com", &["user"]).await;
+    let before = count(&stack.docs.db, "audit_checkpoints").await;
+    let started = shared::clock::monotonic();
+    let writers = (0..4).map(|writer| {
+        let (mut client, owner) = (stack.docs.documents(), owner.clone());
+        async move {
+            let mut n = 0;
+            while started.elapsed() < LOAD {
+                upload_with(&mut client, &owner, &format!("steady {writer}.{n}")).await;
+                n += 1;
+            }
+            n
+        }
+    });
+    let uploads: usize = concurrently(writers).await.into_iter().sum();
+    let checkpoints = count(&stack.docs.db, "audit_checkpoints").await - before;
+    testkit::measured(format_args!(
+        "{uploads} uploads in {LOAD:?} made {checkpoints} checkpoints (AUDIT_SEQUENCE_INTERVAL 1 s)"
+    ));
+    assert!(checkpoints >= 10, "{checkpoints} checkpoints");
+}
+
+/// A watch open when the service stops ends at once, in order (the stream
+/// closes with OK), and the service stops without waiting out its drain
+/// timeout (10 s here) for it. Tried: with the log not told of the stop,
+/// the stop took the full 10 s and the stream was cut.
+#[tokio::test]
+async fn a_watch_open_at_shutdown_ends_and_lets_the_service_stop() {
+    let mut stack = spawn_stack_with(TokenValidation::Local, |c| {
+        c.server.shutdown_drain_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let admin = stack.admin().await;
+    let (owner, _) = stack.user_with_roles("last@example.com", &["user"]).await;
+    stack.upload(&owner, "last", b"last").await.unwrap();
+    let mut watch = open_watch(&stack.docs, &admin, WatchAuditEventsRequest::default()).await;
+    loop {
+        let message = watch.message().await.unwrap().expect("a checkpoint first");
+        if let Some(Message::Checkpoint(_)) = message.message {
+            break;
+        }
+    }
+    let started = shared::clock::monotonic();
+    stack.docs.stop().await;
+    let took = started.elapsed();
+    let end = tokio::time::timeout(Duration::from_secs(1), watch.message())
+        .await
+        .expect("the stream has ended");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    testkit::measured(format_args!(
+        "with a watch open, the service stopped in {took:?} (drain timeout 10 s)"
+    ));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A backlog longer than one statement inserts (300 leaves) is sequenced
+/// in one batch, gapless, the tree and chain intact: this replica's
+/// sequencer looks only when a review asks (interval 1 h), after 321
+/// uploads. Tried: with the second statement's leaves numbered from the
+/// wrong place, the batch failed on the leaves' key every time, and the
+/// review answered without a receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_longer_than_one_statement_is_sequenced_in_one_batch() {
+    let stack = spawn_stack_with(TokenValidation::Local, |c| {
+        c.server.audit_sequence_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let admin = stack.admin().await;
+    let (owner, _) = stack
+        .user_with_roles("backlog@example.com", &["user"])
+        .await;
+    let (verifier, _) = stack
+        .user_with_roles("clears@example.com", &["verifier"])
+        .await;
+    let writers = (0..8).map(|writer| {
+        let (mut client, owner) = (stack.docs.documents(), owner.clone());
+        async move {
+            for n in 0..40 {
+                upload_with(&mut client, &owner, &format!("backlog {writer}.{n}")).await;
+            }
+        }
+    });
+    concurrently(writers).await;
+    let doc = stack.upload(&owner, "reviewed", b"reviewed").await.unwrap();
+    assert_eq!(count(&stack.docs.db, "audit_pending").await, 321);
+    let request = shared::proto::document::v1::VerifyDocumentRequest {
+        document_id: doc.id,
+        note: String::new(),
+    };
+    let answer = stack
+        .docs
+        .documents()
+        .verify_document(bearer(request, &verifier))
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = answer.receipt.expect("the batch went through");
+    assert_eq!(receipt.tree_size, 322);
+    assert_eq!(
+        count(&stack.docs.db, "audit_checkpoints").await,
+        2,
+        "the empty tree's, then one batch's"
+    );
+    assert_eq!(gapless_log(&stack.docs, &admin).await, 322);
 }

@@ -322,3 +322,37 @@ pub(crate) async fn delete(stack: &Stack, token: &str, id: &str) -> Result<(), t
         .await
         .map(|_| ())
 }
+
+pub(crate) const REVOCATION_FEED: &str = "docverify.auth.v1.RevocationService";
+pub(crate) const SERVING: i32 =
+    tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+pub(crate) const NOT_SERVING: i32 =
+    tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+/// The health of `service` ("" for the whole server), -1 when unanswered.
+pub(crate) async fn health(channel: &tonic::transport::Channel, service: &str) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Whether `service` reaches `want` within 10 s; it is waited for, never
+/// read once: on a loaded machine one probe may be slow.
+pub(crate) async fn wait_health(
+    channel: &tonic::transport::Channel,
+    service: &str,
+    want: i32,
+) -> bool {
+    for _ in 0..100 {
+        if health(channel, service).await == want {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}

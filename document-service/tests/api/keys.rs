@@ -141,31 +141,6 @@ async fn remote_validation_needs_auth_service() {
     assert_eq!(list_code(&stack.docs, &admin).await, Code::Unavailable);
 }
 
-const REVOCATION_FEED: &str = "docverify.auth.v1.RevocationService";
-const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-
-async fn health(channel: &tonic::transport::Channel, service: &str) -> i32 {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-        .unwrap_or(-1)
-}
-
-async fn wait_health(channel: &tonic::transport::Channel, service: &str, want: i32) -> bool {
-    for _ in 0..100 {
-        if health(channel, service).await == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn health_follows_auth_service_and_the_database() {
     use tonic_health::pb::health_check_response::ServingStatus;

@@ -625,3 +625,44 @@ async fn unknown_kids_refetch_the_keys_at_most_once_per_five_seconds() {
     ));
     assert!((1.0..=4.0).contains(&tries), "{tries} fetches in 5 s");
 }
+
+/// `docverify_audit_tree_size` follows the log: once two uploads are
+/// leaves, the gauge reads the size of the newest checkpoint.
+#[tokio::test]
+async fn the_audit_logs_size_is_a_metric() {
+    const SIZE: &str = r#"docverify_audit_tree_size{service="document-service"}"#;
+    let auth = auth::spawn_app().await;
+    let token = auth.user("counted@example.com").await.access_token;
+    let db = TestDb::fresh("docauditsize").await;
+    let docs = start_docs(
+        &db,
+        &auth,
+        format!("http://{}", auth.addr),
+        &[("METRICS_ADDR", "127.0.0.1:0".into())],
+    )
+    .await;
+    let channel = connect_when_ready(docs.addr).await;
+    for title in ["one", "two"] {
+        assert!(small_upload(&channel, &token, title.into()).await);
+    }
+    let mut audit =
+        shared::proto::audit::v1::audit_service_client::AuditServiceClient::new(channel.clone());
+    let (mut size, mut gauge) = (0, None);
+    for _ in 0..100 {
+        size = audit
+            .get_checkpoint(shared::proto::audit::v1::GetCheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .checkpoint
+            .unwrap()
+            .tree_size;
+        gauge = testkit::process::sample(&docs.metrics().await, SIZE);
+        if size >= 2 && gauge == Some(size as f64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(size >= 2, "{size}");
+    assert_eq!(gauge, Some(size as f64));
+}

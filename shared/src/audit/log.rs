@@ -70,9 +70,11 @@ struct Recent {
     sequences: std::collections::HashMap<i64, i64>,
     /// The largest size this replica has seen, its own batches' or not.
     size: i64,
-    /// How many times it saw the log grown by another replica: a waiter
-    /// whose event it did not sequence asks the database again then.
-    others: u64,
+    /// How many times an event missing from `sequences` may since have
+    /// become a leaf this replica cannot tell from memory: another replica
+    /// grew the log, or this one forgot its oldest sequences. A waiter asks
+    /// the database again each time.
+    stale: u64,
 }
 
 impl Recent {
@@ -80,14 +82,28 @@ impl Recent {
     /// knew, another replica grew the log.
     fn saw(&mut self, size: i64) {
         if size > self.size {
-            self.others += 1;
+            self.stale += 1;
             self.size = size;
+        }
+    }
+
+    /// This replica made `positions` the leaves after `size`, forgetting
+    /// the oldest half of what it kept once that is more than [`RECENT`].
+    fn sequenced(&mut self, size: i64, positions: impl IntoIterator<Item = i64>) {
+        self.saw(size);
+        if self.sequences.len() > RECENT {
+            let keep_from = size - (RECENT / 2) as i64;
+            self.sequences.retain(|_, sequence| *sequence > keep_from);
+            self.stale += 1;
+        }
+        for position in positions {
+            self.size += 1;
+            self.sequences.insert(position, self.size);
         }
     }
 }
 
-/// Positions kept in [`Recent`]; past it the oldest half is forgotten (a
-/// waiter for one of those asks the database).
+/// Positions kept in [`Recent`].
 const RECENT: usize = 8192;
 
 impl std::fmt::Debug for Log {
@@ -310,15 +326,7 @@ impl Log {
             .map(|_| ())?);
         tx.commit().await?;
         if let Ok(mut recent) = self.recent.lock() {
-            recent.saw(size);
-            if recent.sequences.len() > RECENT {
-                let keep_from = size - (RECENT / 2) as i64;
-                recent.sequences.retain(|_, sequence| *sequence > keep_from);
-            }
-            for (i, event) in events.iter().enumerate() {
-                recent.sequences.insert(event.position, size + 1 + i as i64);
-            }
-            recent.size = new_size;
+            recent.sequenced(size, events.iter().map(|e| e.position));
         }
         let lag = METRICS.audit_lag.get_or_create(&self.labels);
         for event in &events {
@@ -336,29 +344,29 @@ impl Log {
     /// Waits until the event at `position` is a leaf under a checkpoint,
     /// or `deadline` passes; its sequence if it is. It asks the database
     /// once, then again only when another replica grew the log (even if
-    /// this one grew it further in the same look): what this replica
-    /// sequences it learns from memory.
+    /// this one grew it further in the same look) or this one forgot old
+    /// sequences: what this replica sequences it learns from memory.
     pub async fn sequenced(&self, position: i64, deadline: Duration) -> Result<Option<i64>> {
         let mut size = self.subscribe();
         self.poke.notify_one();
         let wait = async {
             let mut asked = None;
             loop {
-                let others = match self.recent.lock() {
+                let stale = match self.recent.lock() {
                     Ok(recent) => {
                         if let Some(&sequence) = recent.sequences.get(&position) {
                             return Ok(Some(sequence));
                         }
-                        Some(recent.others)
+                        Some(recent.stale)
                     }
                     Err(_) => None,
                 };
-                if others.is_none() || asked != others {
+                if stale.is_none() || asked != stale {
                     let mut conn = self.db.read().await?;
                     if let Some(sequence) = store::sequence_of(conn.conn(), position).await? {
                         return Ok(Some(sequence));
                     }
-                    asked = others;
+                    asked = stale;
                 }
                 if size.changed().await.is_err() {
                     return Ok(None);
@@ -468,6 +476,46 @@ mod tests {
         }
         assert!(seed_from_pem(&dir.join("missing.pem")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A replica's memory of the sequences it gave is bounded, and what it
+    /// forgets, or learns another replica may have given, sends waiters to
+    /// the database.
+    #[test]
+    fn recent_sequences_are_bounded_and_forgetting_sends_waiters_to_the_database() {
+        const BATCH: i64 = 1024;
+        let mut recent = Recent::default();
+        let batch = |recent: &mut Recent, n: i64| {
+            let size = n * BATCH;
+            // Positions are not sequences: offset them.
+            recent.sequenced(size, (size + 1..=size + BATCH).map(|s| s + 7));
+        };
+        // Exactly RECENT (8192) after eight batches, then one more: kept.
+        for n in 0..9 {
+            batch(&mut recent, n);
+        }
+        assert_eq!(recent.stale, 0, "this replica alone");
+        assert_eq!(recent.sequences.len(), 9 * BATCH as usize);
+        assert_eq!(recent.sequences.get(&8), Some(&1));
+        assert_eq!(recent.size, 9 * BATCH);
+        // Past RECENT the oldest are forgotten: the newest half stays, and
+        // this batch is added.
+        batch(&mut recent, 9);
+        assert_eq!(recent.stale, 1);
+        assert_eq!(recent.sequences.len(), RECENT / 2 + BATCH as usize);
+        let keep_from = 9 * BATCH - (RECENT / 2) as i64;
+        assert_eq!(recent.sequences.get(&(keep_from + 7)), None);
+        assert_eq!(
+            recent.sequences.get(&(keep_from + 8)),
+            Some(&(keep_from + 1))
+        );
+        assert_eq!(recent.sequences.get(&(10 * BATCH + 7)), Some(&(10 * BATCH)));
+        assert_eq!(recent.size, 10 * BATCH);
+        // What this replica knew already is nothing new; a larger size is.
+        recent.saw(10 * BATCH);
+        assert_eq!(recent.stale, 1);
+        recent.saw(10 * BATCH + 3);
+        assert_eq!((recent.stale, recent.size), (2, 10 * BATCH + 3));
     }
 
     #[test]
