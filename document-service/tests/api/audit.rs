@@ -195,8 +195,11 @@ async fn checkpoint(docs: &DocApp) -> (apb::Checkpoint, String) {
     (answer.checkpoint.unwrap(), answer.verifier_key)
 }
 
+/// The proof that the log of size `first` is a prefix of that of `second`,
+/// checked to come with those two checkpoints (none for the empty first).
 async fn consistency(docs: &DocApp, token: &str, first: i64, second: i64) -> Vec<Vec<u8>> {
-    docs.audit()
+    let answer = docs
+        .audit()
         .get_consistency_proof(bearer(
             GetConsistencyProofRequest {
                 first_size: first,
@@ -206,8 +209,11 @@ async fn consistency(docs: &DocApp, token: &str, first: i64, second: i64) -> Vec
         ))
         .await
         .unwrap()
-        .into_inner()
-        .proof
+        .into_inner();
+    let size = |c: Option<apb::Checkpoint>| c.map(|c| c.tree_size);
+    assert_eq!(size(answer.first), (first > 0).then_some(first));
+    assert_eq!(size(answer.second), Some(second));
+    answer.proof
 }
 
 async fn raw_db(docs: &DocApp) -> Db {
