@@ -96,10 +96,13 @@ impl Recent {
             self.sequences.retain(|_, sequence| *sequence > keep_from);
             self.stale += 1;
         }
+        // Numbered from the size the batch was made on, as in the database.
+        let mut sequence = size;
         for position in positions {
-            self.size += 1;
-            self.sequences.insert(position, self.size);
+            sequence += 1;
+            self.sequences.insert(position, sequence);
         }
+        self.size = self.size.max(sequence);
     }
 }
 
