@@ -65,7 +65,8 @@ pub struct ServerConfig {
     pub max_streaming_calls_per_connection: usize,
 
     /// A streamed response that the client does not read for this long
-    /// (flow control closed) is ended and its slot freed.
+    /// (flow control closed) is ended and its slot freed; each stream is
+    /// looked at every quarter of this (10 ms to 1 s), so up to that later.
     #[arg(long, env = "STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub stream_idle_timeout: Duration,
 
