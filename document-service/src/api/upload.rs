@@ -213,7 +213,7 @@ async fn receive(
 
 /// A client that went away or sent garbage mid-stream.
 fn cancelled(status: tonic::Status) -> Error {
-    tracing::debug!(code = ?status.code(), "upload stream ended early");
+    tracing::debug!(code = ?status.code(), message = status.message(), "upload stream ended early");
     Error::invalid("chunk", "the upload stream failed before it completed")
 }
 

@@ -56,6 +56,9 @@ crate::catalogue::catalogue! {
         // ABORTED
         /// The document was deleted while it was being read.
         DocumentChanged => "DOCUMENT_CHANGED",
+        /// The client reset its request stream before its end (it gave
+        /// up): nothing of it is kept. Seen in the log; the client is gone.
+        StreamReset => "STREAM_RESET",
 
         // DEADLINE_EXCEEDED
         /// The caller's deadline (or REQUEST_TIMEOUT) passed first.

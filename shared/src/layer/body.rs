@@ -1,5 +1,5 @@
 //! Response bodies that report how an RPC ended, and for streams, bound how
-//! long it may go on.
+//! long it may go on; request streams that fail when the client resets them.
 
 use std::{
     pin::Pin,
@@ -149,6 +149,46 @@ impl http_body::Body for Observed {
             finish.done(code);
         }
         Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request stream that fails, instead of ending, when the client resets
+/// it with CANCEL (it gave up: dropped the call, or its deadline fired).
+/// tonic's decoder reads a request body that fails with CANCELLED as its
+/// clean end, so a client-streaming handler would take the messages
+/// received before the reset for the whole stream: an upload given up
+/// between two messages was stored, shorter.
+pub(super) struct Resettable {
+    pub(super) inner: Body,
+}
+
+const RESET: Error = Error::Aborted {
+    reason: Reason::StreamReset,
+    message: "the client reset the request stream before its end",
+};
+
+impl http_body::Body for Resettable {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Err(status)) if status.code() == tonic::Code::Cancelled => {
+                Some(Err(tonic::Status::from(RESET)))
+            }
+            frame => frame,
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -316,9 +356,78 @@ impl http_body::Body for Watched {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{
+        collections::VecDeque,
+        pin::Pin,
+        task::{Context, Poll},
+        time::Duration,
+    };
 
-    use super::tick;
+    use http_body::Frame;
+    use tonic::{
+        Code, Status, Streaming,
+        body::Body,
+        codec::{Codec, CompressionEncoding},
+    };
+    use tonic_prost::ProstCodec;
+
+    use super::{Resettable, tick};
+
+    /// A request body of given frames: one gRPC message, then the error
+    /// hyper gives when the client resets the stream with CANCEL.
+    struct Frames(VecDeque<Result<Frame<bytes::Bytes>, Status>>);
+
+    impl http_body::Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    fn one_message_then_a_reset() -> Body {
+        let message = prost::Message::encode_to_vec(&prost_types::Duration {
+            seconds: 7,
+            nanos: 0,
+        });
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        Body::new(Frames(VecDeque::from([
+            Ok(Frame::data(framed.into())),
+            Err(Status::cancelled("stream reset by the client (CANCEL)")),
+        ])))
+    }
+
+    async fn read(body: Body) -> (usize, Option<Code>) {
+        let decoder =
+            ProstCodec::<prost_types::Duration, prost_types::Duration>::default().decoder();
+        let mut stream = Streaming::new_request(decoder, body, None::<CompressionEncoding>, None);
+        let mut messages = 0;
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => messages += 1,
+                Ok(None) => return (messages, None),
+                Err(status) => return (messages, Some(status.code())),
+            }
+        }
+    }
+
+    /// tonic's decoder ends a request stream cleanly on CANCELLED (the
+    /// reason for the wrapper: were this to change, the wrapper could go);
+    /// through it, the handler sees the stream fail after the one message.
+    #[tokio::test]
+    async fn a_request_stream_the_client_reset_fails_instead_of_ending() {
+        assert_eq!(read(one_message_then_a_reset()).await, (1, None));
+        let wrapped = Body::new(Resettable {
+            inner: one_message_then_a_reset(),
+        });
+        assert_eq!(read(wrapped).await, (1, Some(Code::Aborted)));
+    }
 
     #[test]
     fn the_watchdog_looks_four_times_per_idle_timeout_within_bounds() {

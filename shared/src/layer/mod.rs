@@ -14,7 +14,8 @@
 //! response gets the request id; when its last frame is sent, the status
 //! code and latency go to the span and the metrics, labelled by the policy
 //! table's method name (every other path is `unknown`, so junk paths cannot
-//! grow the metrics).
+//! grow the metrics). A streaming request the client resets fails, where
+//! tonic would end it cleanly (see `body::Resettable`).
 //!
 //! Interceptors cannot see the method path, hence a layer.
 
@@ -42,7 +43,7 @@ use ipnet::IpNet;
 use serde_json::json;
 
 use self::{
-    body::{Finish, Observed, Slot, Watched, grpc_status},
+    body::{Finish, Observed, Resettable, Slot, Watched, grpc_status},
     limits::ClientLimits,
     streams::StreamBudget,
     windows::{WINDOW, Windows, refusal},
@@ -276,6 +277,9 @@ where
                 match admitted {
                     Ok(()) => {
                         req.extensions_mut().insert(ctx);
+                        if streaming {
+                            req = req.map(|inner| Body::new(Resettable { inner }));
+                        }
                         inner.call(req).await
                     }
                     Err(error) => Ok(tonic::Status::from(error).into_http()),
